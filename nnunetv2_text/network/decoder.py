@@ -1,0 +1,80 @@
+"""A UNet decoder that fuses text guidance after the convolutions of its stages.
+
+Mirrors dynamic-network-architectures' ``UNetDecoder`` (transposed conv -> concat skip -> stage convs
+-> segmentation head) and reads its widths, strides and kernels from the encoder object, so the shape
+of the network is stated once, in the plans. Fused stages carry C_s + G channels onward.
+
+Prompts are batched: the decoder works on B*N rows (image-major). Rows are expanded from B to B*N at
+the first fused stage only, so stages before it (prompt-independent) run once per image.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+import torch
+from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from torch import nn
+
+from nnunetv2_text.network.blocks import expand_for_prompts, fuse
+
+
+class TextFusionDecoder(nn.Module):
+    def __init__(self, encoder: nn.Module, n_conv_per_stage: Union[int, Sequence[int]], guidance_dim: int,
+                 fusion_stages: Sequence[int], outputs_per_prompt: int = 1, deep_supervision: bool = True,
+                 nonlin_first: bool = False):
+        super().__init__()
+        chans = list(encoder.output_channels)
+        n_dec = len(chans) - 1
+        if isinstance(n_conv_per_stage, int):
+            n_conv_per_stage = [n_conv_per_stage] * n_dec
+        if len(n_conv_per_stage) != n_dec:
+            raise ValueError(f"n_conv_per_stage_decoder has {len(n_conv_per_stage)} entries, need {n_dec}")
+        self.deep_supervision = deep_supervision
+        self.fusion_stages = tuple(sorted(fusion_stages))
+        self.guidance_dim = guidance_dim
+        self.outputs_per_prompt = outputs_per_prompt
+        transpconv = get_matching_convtransp(conv_op=encoder.conv_op)
+
+        self.transpconvs, self.stages, self.seg_layers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        below = chans[-1]
+        for s in range(n_dec):
+            skip_c, stride = chans[-(s + 2)], encoder.strides[-(s + 1)]
+            self.transpconvs.append(transpconv(below, skip_c, stride, stride, bias=encoder.conv_bias))
+            self.stages.append(StackedConvBlocks(
+                n_conv_per_stage[s], encoder.conv_op, 2 * skip_c, skip_c, encoder.kernel_sizes[-(s + 2)], 1,
+                encoder.conv_bias, encoder.norm_op, encoder.norm_op_kwargs, encoder.dropout_op,
+                encoder.dropout_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs, nonlin_first))
+            out_c = skip_c + (guidance_dim if s in self.fusion_stages else 0)
+            # heads are always built (so weights load with or without deep supervision)
+            self.seg_layers.append(encoder.conv_op(out_c, outputs_per_prompt, 1, 1, 0, bias=True))
+            below = out_c
+
+    def forward(self, skips: List[torch.Tensor], guidance: List[Optional[torch.Tensor]], num_prompts: int):
+        """skips: encoder outputs (B, C_k, ...), bottleneck last; guidance[s]: (B, N, G, C_s) or None.
+
+        Returns (B, N*K, ...) logits (K = outputs_per_prompt), or with deep supervision a list of them,
+        highest resolution first (the order nnU-Net's loss expects).
+        """
+        b = skips[0].shape[0]
+        x, expanded, outs = skips[-1], False, []
+        last = len(self.stages) - 1
+        for s in range(len(self.stages)):
+            skip = skips[-(s + 2)]
+            x = self.transpconvs[s](x)
+            x = self.stages[s](torch.cat((x, expand_for_prompts(skip, num_prompts) if expanded else skip), 1))
+            if s in self.fusion_stages:
+                if not expanded:
+                    x, expanded = expand_for_prompts(x, num_prompts), True
+                x = fuse(x, guidance[s].flatten(0, 1))
+            if self.deep_supervision or s == last:
+                outs.append(self._per_prompt(self.seg_layers[s](x), b, num_prompts, expanded))
+        outs = outs[::-1]
+        return outs if self.deep_supervision else outs[0]
+
+    @staticmethod
+    def _per_prompt(y: torch.Tensor, b: int, n: int, expanded: bool) -> torch.Tensor:
+        """(B*N, K, ...) -> (B, N*K, ...); an unexpanded (B, K, ...) head is shared by all prompts."""
+        if not expanded:
+            return y.repeat(1, n, *([1] * (y.ndim - 2)))
+        return y.reshape(b, n * y.shape[1], *y.shape[2:])

@@ -1,0 +1,65 @@
+"""The text-promptable UNet: an nnU-Net encoder, a prompt decoder, stage adapters, a fusing decoder."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
+from torch import nn
+
+from nnunetv2_text.network.blocks import PromptDecoder, StageAdapter, stage_channels
+from nnunetv2_text.network.config import TextNetworkConfig
+from nnunetv2_text.network.decoder import TextFusionDecoder
+
+
+class TextPromptableUNet(nn.Module):
+    """Segments, for each of N prompts, the structure the prompt names.
+
+    ``forward(x, text)``: x (B, C_in, *patch), text (B, N, text_dim) or (N, text_dim) shared by all
+    images -> logits (B, N*K, *patch) (a list over deep-supervision scales when enabled). The image
+    encoder never sees the text; :meth:`encode` and :meth:`decode` are exposed so that a predictor can
+    encode a tile once and decode many prompts in chunks.
+    """
+
+    def __init__(self, encoder: nn.Module, config: TextNetworkConfig, n_conv_per_stage_decoder,
+                 deep_supervision: bool = True):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        chans = list(encoder.output_channels)
+        dec_chans = stage_channels(chans)
+        fusion = config.resolved_fusion_stages(len(dec_chans))
+        self.fusion_stages = fusion
+        self.prompt_decoder = PromptDecoder(config.text_dim, chans[config.attend_stage], config.prompt_dim,
+                                            config.prompt_layers, config.prompt_heads, config.prompt_ffn_dim)
+        # adapters only for fused stages; keyed by decoder stage index
+        self.adapters = nn.ModuleDict({
+            str(s): StageAdapter(config.prompt_dim, config.adapter_hidden, config.guidance_dim, dec_chans[s])
+            for s in fusion})
+        self.decoder = TextFusionDecoder(encoder, n_conv_per_stage_decoder, config.guidance_dim, fusion,
+                                         config.outputs_per_prompt, deep_supervision)
+
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return self.encoder(x)
+
+    def decode(self, skips: List[torch.Tensor], text: torch.Tensor):
+        b = skips[0].shape[0]
+        if text.ndim == 2:
+            text = text.unsqueeze(0).expand(b, -1, -1)
+        if text.ndim != 3 or text.shape[0] != b or text.shape[2] != self.config.text_dim:
+            raise ValueError(f"text must be (B={b}, N, {self.config.text_dim}) or (N, {self.config.text_dim}), "
+                             f"got {tuple(text.shape)}")
+        q = self.prompt_decoder(text, skips[self.config.attend_stage])  # (B, N, D)
+        guidance: List[Optional[torch.Tensor]] = [None] * len(self.decoder.stages)
+        for s, adapter in self.adapters.items():
+            guidance[int(s)] = adapter(q)  # (B, N, G, C_s)
+        return self.decoder(skips, guidance, text.shape[1])
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor):
+        return self.decode(self.encode(x), text)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        """nnU-Net's ResEnc initialisation for the convolutions; transformer parts keep torch defaults."""
+        InitWeights_He(1e-2)(module)
+        init_last_bn_before_add_to_0(module)
