@@ -12,7 +12,9 @@ setup(
     + ["nnunetv2_text.vocab"],
     # the shipped vocabularies live in the top-level vocab/ folder and are installed as package data
     package_dir={"nnunetv2_text.vocab": "vocab"},
-    package_data={"nnunetv2_text.vocab": ["*.json", "README.md"]},
+    package_data={"nnunetv2_text.vocab": ["*.json", "README.md"],
+                  # not a package on purpose: nnU-Net imports this folder's modules by file name
+                  "nnunetv2_text.training": ["ext_trainers/*.py"]},
     install_requires=[
         "nnunetv2>=2.8.1,<2.9",
         "dynamic-network-architectures>=0.4",
@@ -35,6 +37,7 @@ setup(
     extras_require={"test": ["pytest>=7"]},
     entry_points={
         "console_scripts": [
+            "nnUNetv2_text_env=nnunetv2_text.run.env:main",
             "nnUNetv2_text_embed=nnunetv2_text.run.embed:main",
             "nnUNetv2_text_predict=nnunetv2_text.run.predict:main",
             "nnUNetv2_text_evaluate=nnunetv2_text.run.evaluate:main",

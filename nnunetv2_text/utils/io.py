@@ -16,6 +16,8 @@ PathLike = Union[str, os.PathLike]
 
 #: temporary files carry this marker so that ``--continue_prediction`` and cleanup can recognise them
 TMP_MARKER = ".nnunetv2_text_tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -33,6 +35,7 @@ def atomic_path(final: PathLike) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,190 @@
+"""TextPredictor: nnU-Net's predictor with prompts.
+
+Reused from ``nnUNetPredictor``: preprocessing from the plans (multiprocess), the Gaussian-weighted
+sliding window, fold ensembling, padding, device fallback. Changed:
+
+- the network is rebuilt from the checkpoint's ``text`` entry with the trainer's builder;
+- each tile is encoded ONCE and all prompts of the case are decoded from it, in chunks of
+  ``prompt_batch_size`` (halved and retried on CUDA out-of-memory);
+- one output channel per prompt (sigmoid), exported as one binary mask per prompt;
+- test-time mirroring never flips the left-right axis (dropped again here, whatever the checkpoint says).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+from nnunetv2_text.network import TextNetworkConfig, build_text_network
+from nnunetv2_text.text.cache import EmbeddingCache
+from nnunetv2_text.text.encoder import TextEncoder
+from nnunetv2_text.text.vocabulary import parse_vocabulary
+from nnunetv2_text.training.laterality import mirror_axes_without
+
+logger = logging.getLogger(__name__)
+
+CACHE_IN_MODEL = Path("text") / "embeddings.safetensors"
+
+
+class _PromptHeads:
+    """Stands in for nnU-Net's label manager inside the sliding window: one output channel per prompt."""
+
+    def __init__(self, n: int):
+        self.num_segmentation_heads = n
+
+
+class TextPredictor(nnUNetPredictor):
+    def __init__(self, tile_step_size: float = 0.5, use_gaussian: bool = True, use_mirroring: bool = True,
+                 perform_everything_on_device: bool = True, device: torch.device = torch.device("cuda"),
+                 verbose: bool = False, allow_tqdm: bool = True, prompt_batch_size: int = 16):
+        super().__init__(tile_step_size, use_gaussian, use_mirroring, perform_everything_on_device, device,
+                         verbose, False, allow_tqdm)
+        self.prompt_batch_size = prompt_batch_size
+        self.text_entry: Optional[dict] = None
+        self.model_folder: Optional[Path] = None
+        self._text: Optional[torch.Tensor] = None
+
+    # ------------------------------------------------------------------ loading
+    def initialize_from_trained_model_folder(self, model_training_output_dir: str,
+                                             use_folds: Union[Sequence[Union[int, str]], None] = None,
+                                             checkpoint_name: str = "checkpoint_final.pth"):
+        """Load plans, dataset.json and the folds' checkpoints (``torch.load`` as nnU-Net does)."""
+        folder = Path(model_training_output_dir)
+        if use_folds is None:
+            use_folds = nnUNetPredictor.auto_detect_available_folds(str(folder), checkpoint_name)
+        if isinstance(use_folds, (str, int)):
+            use_folds = [use_folds]
+        if not use_folds:
+            raise FileNotFoundError(f"{folder}: no fold_*/{checkpoint_name} found")
+        dataset_json = json.loads((folder / "dataset.json").read_text())
+        plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
+        params, first = [], None
+        for f in use_folds:
+            f = f if f == "all" else int(f)
+            ckpt_file = folder / f"fold_{f}" / checkpoint_name
+            if not ckpt_file.is_file():
+                raise FileNotFoundError(f"{ckpt_file}: checkpoint not found")
+            ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
+            if "text" not in ckpt:
+                raise ValueError(f"{ckpt_file}: not a text model checkpoint (trainer {ckpt.get('trainer_name')})")
+            if first is None:
+                first = ckpt
+            elif ckpt["text"]["network_config"] != first["text"]["network_config"]:
+                raise ValueError(f"{ckpt_file}: network config differs from the other folds")
+            params.append(ckpt["network_weights"])
+        configuration_manager = plans_manager.get_configuration(first["init_args"]["configuration"])
+        self.model_folder = folder
+        self._setup(plans_manager, configuration_manager, dataset_json, first["text"], params,
+                    first["trainer_name"], first.get("inference_allowed_mirroring_axes"))
+
+    def initialize_from_trainer(self, trainer) -> None:
+        """Used by the trainer's final validation: its live network and text entry."""
+        net = trainer.network.module if trainer.is_ddp else trainer.network
+        self._setup(trainer.plans_manager, trainer.configuration_manager, trainer.dataset_json,
+                    trainer.text_checkpoint_entry(), None, trainer.__class__.__name__,
+                    trainer.inference_allowed_mirroring_axes, network=net)
+
+    def _setup(self, plans_manager, configuration_manager, dataset_json, text_entry, params, trainer_name,
+               mirror_axes, network=None) -> None:
+        if network is None:
+            n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+            network = build_text_network(configuration_manager.network_arch_init_kwargs,
+                                         configuration_manager.network_arch_init_kwargs_req_import, n_in,
+                                         TextNetworkConfig.from_dict(text_entry["network_config"]),
+                                         deep_supervision=False, initialize=False)
+            network.load_state_dict(params[0])
+        self.plans_manager, self.configuration_manager = plans_manager, configuration_manager
+        self.dataset_json, self.trainer_name = dataset_json, trainer_name
+        self.list_of_parameters = params if params is not None else [network.state_dict()]
+        self.network = network
+        self.text_entry = text_entry
+        self.vocabulary = parse_vocabulary(text_entry["vocabulary"], source=f"{trainer_name} checkpoint")
+        self.allowed_mirroring_axes = mirror_axes_without(
+            tuple(mirror_axes) if mirror_axes is not None else None, text_entry.get("left_right_axis"))
+        self.label_manager = _PromptHeads(0)
+
+    @property
+    def num_input_channels(self) -> int:
+        return determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json)
+
+    # ------------------------------------------------------------------ text
+    def text_encoder(self, device: str = "cpu") -> TextEncoder:
+        """The encoder the model was trained with (as recorded in the checkpoint)."""
+        enc = TextEncoder(self.text_entry["model_id"], self.text_entry["instruction"], device)
+        return enc
+
+    def embed_prompts(self, prompts: Sequence[str], cache_file: Optional[Path] = None,
+                      encoder_device: str = "cpu") -> np.ndarray:
+        """(N, dim) embeddings from the model's cache; prompts it lacks are encoded with the checkpoint's
+        encoder and added to the cache (atomically)."""
+        model_id, instruction = self.text_entry["model_id"], self.text_entry["instruction"]
+        dim = self.text_entry["embedding_dim"]
+        if cache_file is None and self.model_folder is not None:
+            cache_file = self.model_folder / CACHE_IN_MODEL
+        cache = EmbeddingCache(cache_file) if cache_file is not None else None
+        if cache is not None and not cache.missing(model_id, instruction, prompts):
+            return cache.get(model_id, instruction, prompts, expected_dim=dim)
+        encoder = self.text_encoder(encoder_device)
+        if cache is None:
+            encoder.check_length(prompts)
+            emb = encoder.encode(list(prompts))
+        else:
+            cache.update_with(encoder, prompts)
+            emb = cache.get(model_id, instruction, prompts, expected_dim=dim)
+            cache.save()
+        if emb.shape[1] != dim:
+            raise ValueError(f"encoder {model_id} gives dimension {emb.shape[1]}, the model expects {dim}")
+        return emb
+
+    def set_prompts(self, embeddings: Union[np.ndarray, torch.Tensor]) -> None:
+        """Embeddings (N, dim) of the prompts of the next case(s)."""
+        self._text = torch.as_tensor(embeddings, dtype=torch.float32)
+        self.label_manager = _PromptHeads(self._text.shape[0] * self.network_config.outputs_per_prompt)
+
+    @property
+    def network_config(self) -> TextNetworkConfig:
+        return TextNetworkConfig.from_dict(self.text_entry["network_config"])
+
+    # ------------------------------------------------------------------ the per-tile hook
+    def _decode_all(self, skips: List[torch.Tensor]) -> torch.Tensor:
+        text = self._text.to(skips[0].device)
+        outs, i, bs = [], 0, max(1, self.prompt_batch_size)
+        while i < text.shape[0]:
+            try:
+                outs.append(self.network.decode(skips, text[i:i + bs]))
+                i += bs
+            except torch.cuda.OutOfMemoryError:
+                if bs == 1:
+                    raise
+                bs = bs // 2
+                torch.cuda.empty_cache()
+                logger.warning("CUDA out of memory: decoding %d prompts at a time", bs)
+        self.prompt_batch_size = bs
+        return torch.cat(outs, 1)
+
+    @torch.inference_mode()
+    def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
+        if self._text is None:
+            raise RuntimeError("set_prompts() must be called before predicting")
+        prediction = self._decode_all(self.network.encode(x))
+        axes = self.allowed_mirroring_axes if self.use_mirroring else None
+        if axes:
+            combos = [c for k in range(len(axes)) for c in itertools.combinations([a + 2 for a in axes], k + 1)]
+            for c in combos:
+                prediction += torch.flip(self._decode_all(self.network.encode(torch.flip(x, c))), c)
+            prediction /= len(combos) + 1
+        return prediction
+
+    def predict_case_logits(self, data: torch.Tensor, embeddings: np.ndarray) -> torch.Tensor:
+        """Preprocessed data (C, *spatial) -> logits (N*K, *spatial) on the CPU."""
+        self.set_prompts(embeddings)
+        return self.predict_logits_from_preprocessed_data(data)

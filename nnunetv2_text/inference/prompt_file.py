@@ -1,0 +1,118 @@
+"""Prompt files (no torch here): which prompts to run on which case.
+
+Formats:
+- plain text: one prompt per line, used for every case (blank lines are skipped);
+- JSON: ``{"prompts": [...]}`` for every case and/or ``{"cases": {"<case_id>": [...]}}`` per case.
+  A case gets the global prompts followed by its own, duplicates removed.
+
+Errors name the file (and case / prompt) at fault and are raised before anything is written.
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+
+class PromptFileError(ValueError):
+    pass
+
+
+@dataclass
+class PromptSpec:
+    source: str
+    common: List[str] = field(default_factory=list)
+    per_case: Dict[str, List[str]] = field(default_factory=dict)
+
+    def prompts_for(self, case_id: str) -> List[str]:
+        return list(dict.fromkeys(self.common + self.per_case.get(case_id, [])))
+
+    def all_prompts(self) -> List[str]:
+        return list(dict.fromkeys(self.common + [p for ps in self.per_case.values() for p in ps]))
+
+    def check_cases(self, case_ids: Iterable[str]) -> None:
+        """Every case named in the file must be among the inputs; every input must get a prompt."""
+        case_ids = list(case_ids)
+        unknown = sorted(set(self.per_case) - set(case_ids))
+        if unknown:
+            raise PromptFileError(f"{self.source}: case '{unknown[0]}' is not among the input cases "
+                                  f"({len(case_ids)} inputs, e.g. {case_ids[:3]})")
+        for c in case_ids:
+            if not self.prompts_for(c):
+                raise PromptFileError(f"{self.source}: no prompt for case '{c}'")
+
+
+def _check_prompt(p, source: str, where: str) -> str:
+    if not isinstance(p, str):
+        raise PromptFileError(f"{source}: {where}: prompt {p!r} is not a string")
+    if not p.strip():
+        raise PromptFileError(f"{source}: {where}: empty prompt")
+    return p.strip()
+
+
+def parse_prompt_text(text: str, source: str = "<prompts>") -> PromptSpec:
+    stripped = text.lstrip("\ufeff").strip()
+    if source.lower().endswith(".json") or stripped.startswith("{") or stripped.startswith("["):
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise PromptFileError(f"{source}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        if isinstance(obj, list):
+            obj = {"prompts": obj}
+        if not isinstance(obj, dict) or not ({"prompts", "cases"} & set(obj)):
+            raise PromptFileError(f"{source}: JSON must be an object with 'prompts' and/or 'cases'")
+        common = obj.get("prompts", [])
+        if not isinstance(common, list):
+            raise PromptFileError(f"{source}: 'prompts' must be a list")
+        spec = PromptSpec(source, [_check_prompt(p, source, f"prompt #{i}") for i, p in enumerate(common)])
+        cases = obj.get("cases", {})
+        if not isinstance(cases, dict):
+            raise PromptFileError(f"{source}: 'cases' must map case ids to lists of prompts")
+        for case, ps in cases.items():
+            if not isinstance(ps, list):
+                raise PromptFileError(f"{source}: case '{case}': expected a list of prompts")
+            spec.per_case[case] = [_check_prompt(p, source, f"case '{case}' prompt #{i}") for i, p in enumerate(ps)]
+    else:
+        spec = PromptSpec(source, [line.strip() for line in stripped.splitlines() if line.strip()])
+    if not spec.all_prompts():
+        raise PromptFileError(f"{source}: no prompts")
+    return spec
+
+
+def read_prompt_file(path) -> PromptSpec:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PromptFileError(f"{path}: prompt file not found") from None
+    except OSError as e:
+        raise PromptFileError(f"{path}: cannot read prompt file ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PromptFileError(f"{path}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+    return parse_prompt_text(text, str(path))
+
+
+def slugify(prompt: str, max_len: int = 60) -> str:
+    """File-name-safe form of a prompt: 'Left kidney (upper pole)' -> 'left_kidney_upper_pole'."""
+    s = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode("ascii").lower()
+    s = re.sub(r"[^a-z0-9]+", "_", s).strip("_")[:max_len].strip("_")
+    return s or "prompt"
+
+
+def unique_slugs(prompts: List[str], taken: Optional[Iterable[str]] = None) -> Dict[str, str]:
+    """Prompt -> slug, unique within one case even when prompts slugify alike ('Left kidney', 'left-kidney')."""
+    used = set(taken or ())
+    out = {}
+    for p in prompts:
+        base = slugify(p)
+        slug, k = base, 2
+        while slug in used:
+            slug, k = f"{base}_{k}", k + 1
+        used.add(slug)
+        out[p] = slug
+    return out

@@ -1,0 +1,128 @@
+"""Where a dataset's text lives, and the one step that prepares it (``nnUNetv2_text_embed``).
+
+Source (raw side), first match wins:
+  1. ``--vocab`` given to the embed command (file path or shipped name, e.g. ``topcow``);
+  2. the key ``"vocabulary"`` in the raw ``dataset.json`` (shipped name, or a path relative to the raw
+     dataset folder);
+  3. ``$nnUNet_raw/DatasetXXX_Name/vocabulary.json``.
+
+Prepared (preprocessed side, all training reads): ``$nnUNet_preprocessed/DatasetXXX_Name/text/`` with
+``vocabulary.json`` (validated copy), ``embeddings.safetensors`` (the cache, see :mod:`.cache`) and
+``encoder.json`` (which encoder of the cache the dataset uses: model id, instruction, dim).
+Training therefore never needs the raw folder nor the text encoder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from nnunetv2_text.text.cache import EmbeddingCache, EmbeddingCacheError
+from nnunetv2_text.text.vocabulary import (Vocabulary, VocabularyError, load_vocabulary, parse_vocabulary,
+                                           resolve_vocabulary_path, validate_against_dataset)
+from nnunetv2_text.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+TEXT_FOLDER = "text"
+VOCAB_FILE = "vocabulary.json"
+CACHE_FILE = "embeddings.safetensors"
+ENCODER_FILE = "encoder.json"
+
+
+def text_folder(preprocessed_dataset_base: Path) -> Path:
+    return Path(preprocessed_dataset_base) / TEXT_FOLDER
+
+
+def find_source_vocabulary(raw_dataset_folder: Path, dataset_json: dict, vocab: Optional[str] = None) -> Path:
+    raw_dataset_folder = Path(raw_dataset_folder)
+    if vocab is not None:
+        return resolve_vocabulary_path(vocab, raw_dataset_folder)
+    if "vocabulary" in dataset_json:
+        return resolve_vocabulary_path(dataset_json["vocabulary"], raw_dataset_folder)
+    default = raw_dataset_folder / VOCAB_FILE
+    if default.is_file():
+        return default
+    raise VocabularyError(
+        f"{raw_dataset_folder}: no vocabulary. Put one at {default}, name one with the key 'vocabulary' in "
+        "dataset.json, or pass --vocab (see vocab/README.md)")
+
+
+@dataclass
+class DatasetText:
+    """What training needs: the vocabulary and one embedding per term, from one encoder."""
+
+    vocabulary: Vocabulary
+    terms: List[str]          # row i of ``embeddings`` embeds terms[i]
+    embeddings: np.ndarray    # (len(terms), dim) float32
+    model_id: str
+    instruction: str
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def term_index(self) -> dict:
+        return {t: i for i, t in enumerate(self.terms)}
+
+
+def load_dataset_text(preprocessed_dataset_base: Path, dataset_json: dict,
+                      extra_texts: Iterable[str] = ()) -> DatasetText:
+    """Read the prepared vocabulary and embeddings; every term must be in the cache (no encoder here)."""
+    folder = text_folder(preprocessed_dataset_base)
+    enc_file, vocab_file, cache_file = folder / ENCODER_FILE, folder / VOCAB_FILE, folder / CACHE_FILE
+    for f in (enc_file, vocab_file, cache_file):
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"{f} is missing: run `nnUNetv2_text_embed -d {Path(preprocessed_dataset_base).name}` "
+                "after planning and before training")
+    enc = json.loads(enc_file.read_text(encoding="utf-8"))
+    vocab = load_vocabulary(vocab_file, dataset_labels=dataset_json["labels"])
+    validate_against_dataset(vocab, dataset_json["labels"])
+    terms = list(dict.fromkeys(list(vocab.all_terms()) + list(extra_texts)))
+    cache = EmbeddingCache(cache_file)
+    emb = cache.get(enc["model_id"], enc["instruction"], terms, expected_dim=enc["dim"])
+    return DatasetText(vocab, terms, emb, enc["model_id"], enc["instruction"])
+
+
+def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Path, encoder,
+                         vocab: Optional[str] = None, extra_texts: Sequence[str] = ()) -> dict:
+    """Validate the vocabulary, embed what the cache lacks, and write the text folder atomically.
+
+    ``encoder`` is a :class:`nnunetv2_text.text.encoder.TextEncoder` (loaded only if texts are missing).
+    Returns a summary (paths, counts) for the command to print.
+    """
+    raw_dataset_folder = Path(raw_dataset_folder)
+    ds_file = Path(preprocessed_dataset_base) / "dataset.json"
+    if not ds_file.is_file():
+        ds_file = raw_dataset_folder / "dataset.json"
+    dataset_json = json.loads(ds_file.read_text(encoding="utf-8"))
+    src = find_source_vocabulary(raw_dataset_folder, dataset_json, vocab)
+    vocabulary = load_vocabulary(src, dataset_labels=dataset_json["labels"])
+    validate_against_dataset(vocabulary, dataset_json["labels"])
+
+    folder = text_folder(preprocessed_dataset_base)
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = EmbeddingCache(folder / CACHE_FILE)
+    texts = list(dict.fromkeys(list(vocabulary.all_terms()) + list(extra_texts)))
+    for t in texts:
+        if not t.strip():
+            raise ValueError(f"{src}: empty text among the terms")
+    added = cache.update_with(encoder, texts)
+    dim = cache.get(encoder.model_id, encoder.instruction, texts[:1]).shape[1]
+    if added:
+        cache.save()
+    # the vocabulary copy stores label values, so it no longer depends on label names
+    atomic_write_json(folder / VOCAB_FILE, vocabulary.to_dict())
+    atomic_write_json(folder / ENCODER_FILE, {"model_id": encoder.model_id, "instruction": encoder.instruction,
+                                              "dim": int(dim)})
+    return {"vocabulary_source": str(src), "text_folder": str(folder), "terms": len(texts), "added": added,
+            "model_id": encoder.model_id, "dim": int(dim)}
+
+
+__all__ = ["DatasetText", "load_dataset_text", "prepare_dataset_text", "find_source_vocabulary", "text_folder",
+           "EmbeddingCacheError", "VocabularyError", "parse_vocabulary"]

@@ -1,0 +1,98 @@
+"""Prompt sampling and per-prompt targets for text-conditioned training.
+
+For each sample of a batch: ``num_positive`` concepts present in the sampled patch and ``num_negative``
+absent ones (their target is empty: the model must learn to say "not here"). Each prompt uses the main
+term with probability ``main_term_probability`` and a random synonym otherwise (VoxTell: 25 % / 75 %).
+When a patch has too few present (or absent) concepts the remaining slots take the other kind, so
+every sample always gets the same number of prompts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from nnunetv2_text.text.vocabulary import Vocabulary
+
+
+@dataclass
+class PromptBatch:
+    term_ids: torch.Tensor      # (B, N) long: rows of the embedding table
+    concept_ids: torch.Tensor   # (B, N) long: index into vocabulary.concepts
+    positive: torch.Tensor      # (B, N) bool
+
+
+class ConceptTargets:
+    """Turns label maps into one binary mask per (sample, prompt) with a concept x label lookup table."""
+
+    def __init__(self, vocabulary: Vocabulary, device: torch.device):
+        max_label = max(vocabulary.label_values())
+        table = torch.zeros(len(vocabulary.concepts), max_label + 1, dtype=torch.bool)
+        for i, c in enumerate(vocabulary.concepts):
+            table[i, list(c.labels)] = True
+        self.table = table.to(device)
+
+    def __call__(self, seg: torch.Tensor, concept_ids: torch.Tensor) -> torch.Tensor:
+        """seg (B, 1, *spatial) label values; concept_ids (B, N) -> (B, N, *spatial) float {0, 1}."""
+        seg = seg[:, 0].long().clamp(0, self.table.shape[1] - 1)  # labels outside the vocabulary: background
+        rows = self.table[concept_ids.to(self.table.device)]       # (B, N, L)
+        b, n = concept_ids.shape
+        spatial = seg.shape[1:]
+        bi = torch.arange(b, device=seg.device).view(b, 1, *([1] * len(spatial)))
+        ni = torch.arange(n, device=seg.device).view(1, n, *([1] * len(spatial)))
+        return rows[bi, ni, seg[:, None]].float()
+
+
+class PromptSampler:
+    def __init__(self, vocabulary: Vocabulary, terms: Sequence[str], num_positive: int = 2,
+                 num_negative: int = 1, main_term_probability: float = 0.25, seed=None):
+        index = {t: i for i, t in enumerate(terms)}
+        self.vocabulary = vocabulary
+        self.main_ids = [index[c.main] for c in vocabulary.concepts]
+        self.synonym_ids = [[index[s] for s in c.synonyms] for c in vocabulary.concepts]
+        self.concept_labels = [set(c.labels) for c in vocabulary.concepts]
+        self.num_positive, self.num_negative = num_positive, num_negative
+        self.main_term_probability = main_term_probability
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def num_prompts(self) -> int:
+        return self.num_positive + self.num_negative
+
+    def present_concepts(self, labels_present: set) -> List[int]:
+        return [i for i, ls in enumerate(self.concept_labels) if ls & labels_present]
+
+    def _pick(self, pool: List[int], k: int) -> List[int]:
+        return list(self.rng.choice(pool, size=k, replace=False)) if k else []
+
+    def sample_concepts(self, labels_present: set) -> Tuple[List[int], List[bool]]:
+        pos = self.present_concepts(labels_present)
+        neg = [i for i in range(len(self.concept_labels)) if i not in set(pos)]
+        n_pos = min(self.num_positive, len(pos))
+        n_neg = min(self.num_negative + self.num_positive - n_pos, len(neg))
+        n_pos = min(self.num_prompts - n_neg, len(pos))
+        if n_pos + n_neg < self.num_prompts:
+            raise ValueError(f"the vocabulary has {len(self.concept_labels)} concepts, fewer than the "
+                             f"{self.num_prompts} prompts per sample")
+        chosen = self._pick(pos, n_pos) + self._pick(neg, n_neg)
+        return chosen, [True] * n_pos + [False] * n_neg
+
+    def term_for(self, concept: int) -> int:
+        if self.rng.random() < self.main_term_probability or not self.synonym_ids[concept]:
+            return self.main_ids[concept]
+        syn = self.synonym_ids[concept]
+        return syn[self.rng.integers(len(syn))]
+
+    def sample(self, seg: torch.Tensor) -> PromptBatch:
+        """seg (B, 1, *spatial): the full-resolution label patch of each sample."""
+        concepts, positive, terms = [], [], []
+        for b in range(seg.shape[0]):
+            present = set(int(v) for v in torch.unique(seg[b]).tolist() if v > 0)
+            c, p = self.sample_concepts(present)
+            concepts.append(c)
+            positive.append(p)
+            terms.append([self.term_for(i) for i in c])
+        return PromptBatch(torch.tensor(terms, dtype=torch.long), torch.tensor(concepts, dtype=torch.long),
+                           torch.tensor(positive, dtype=torch.bool))

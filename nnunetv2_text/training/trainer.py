@@ -1,0 +1,280 @@
+"""TextFusionTrainer: nnU-Net training of the text-promptable ResEnc UNet.
+
+Everything nnU-Net does stays (plans, preprocessing, data loading, augmentation, poly LR, logging,
+checkpoints); this trainer changes what the network sees and what it is scored against:
+
+- every sample gets ``num_positive_prompts`` present and ``num_negative_prompts`` absent concepts
+  (:mod:`.prompts`); the network gets their cached embeddings and returns one logit map per prompt;
+- targets are binary per prompt (unions for combined concepts), loss is nnU-Net's Dice + BCE with its
+  deep-supervision weights;
+- the left-right axis is never mirrored, in training nor in the saved test-time axes (:mod:`.laterality`);
+- checkpoints also store the text network config, the encoder id, embedding dim and vocabulary.
+
+Tunables are class attributes, so a variant is a three-line subclass (see :mod:`.variants`).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+from torch._dynamo import OptimizedModule
+
+from nnunetv2_text.network import TextNetworkConfig, build_text_network
+from nnunetv2_text.text.dataset_text import DatasetText, load_dataset_text, text_folder
+from nnunetv2_text.training.laterality import left_right_axis_from_properties, mirror_axes_without
+from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
+
+CHECKPOINT_TEXT_KEY = "text"
+
+
+class TextFusionTrainer(nnUNetTrainer):
+    # --- schedule (read in __init__) -------------------------------------------------------------------
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    val_iterations_per_epoch: int = 50
+    #: VoxTell samples foreground-containing patches 85 % of the time (nnU-Net default: 33 %)
+    foreground_oversampling: float = 0.85
+    # --- prompts ------------------------------------------------------------------------------------------
+    num_positive_prompts: int = 2
+    num_negative_prompts: int = 1
+    main_term_probability: float = 0.25
+    #: at most this many concepts are scored per validation batch (online pseudo Dice)
+    max_val_prompts: int = 8
+    # --- network (TextNetworkConfig fields; text_dim comes from the embedding cache) ------------------
+    network_overrides: dict = {}
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.epochs
+        self.num_iterations_per_epoch = self.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.val_iterations_per_epoch
+        self.oversample_foreground_percent = self.foreground_oversampling
+        self.text: Optional[DatasetText] = None
+        self.text_config: Optional[TextNetworkConfig] = None
+        self._left_right_axis: Optional[int] = None
+
+    # ------------------------------------------------------------------ setup
+    def load_text(self) -> DatasetText:
+        """The dataset's vocabulary and cached embeddings; the text encoder itself is never loaded here."""
+        return load_dataset_text(self.preprocessed_dataset_folder_base, self.dataset_json)
+
+    def initialize(self):
+        if not self.was_initialized:
+            self.text = self.load_text()
+            self.text_config = TextNetworkConfig(text_dim=self.text.dim, **self.network_overrides)
+            self.print_to_log_file(f"text: encoder {self.text.model_id} (dim {self.text.dim}), "
+                                   f"{len(self.text.vocabulary.concepts)} concepts, {len(self.text.terms)} terms; "
+                                   f"network {self.text_config.to_dict()}")
+        super().initialize()
+        self.term_embeddings = torch.from_numpy(self.text.embeddings).to(self.device)
+        self.prompt_sampler = PromptSampler(self.text.vocabulary, self.text.terms, self.num_positive_prompts,
+                                            self.num_negative_prompts, self.main_term_probability)
+        self.concept_targets = ConceptTargets(self.text.vocabulary, self.device)
+        self.val_concepts = [i for i, c in enumerate(self.text.vocabulary.concepts) if len(c.labels) == 1]
+        if not self.enable_deep_supervision:
+            self._freeze_unused_heads()
+
+    def _freeze_unused_heads(self) -> None:
+        """Without deep supervision only the last head is used; freezing the others keeps DDP (which
+        requires a gradient for every trainable parameter) working."""
+        mod = self.network.module if self.is_ddp else self.network
+        mod = mod._orig_mod if isinstance(mod, OptimizedModule) else mod
+        for head in list(mod.decoder.seg_layers)[:-1]:
+            head.requires_grad_(False)
+
+    def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
+        """Instance method (not static as in nnU-Net): the network needs the text config, which depends on
+        the dataset's embedding cache. The predictor rebuilds it from the checkpoint with the same builder."""
+        return build_text_network(configuration_manager.network_arch_init_kwargs,
+                                  configuration_manager.network_arch_init_kwargs_req_import,
+                                  num_input_channels, self.text_config, enable_deep_supervision)
+
+    def _build_loss(self):
+        # per-prompt Dice + BCE: prompt slots are not consistent classes across the batch, so no batch Dice
+        loss = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5, "ddp": self.is_ddp},
+                               use_ignore_label=False, dice_class=MemoryEfficientSoftDiceLoss)
+        if self._do_i_compile():
+            loss.dc = torch.compile(loss.dc)
+        return self._wrap_deep_supervision(loss)
+
+    def _wrap_deep_supervision(self, loss):
+        """nnU-Net's weights 1, 1/2, 1/4, ... normalised, lowest output unused (tiny weight under DDP)."""
+        if not self.enable_deep_supervision:
+            return loss
+        weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
+        weights[-1] = 1e-6 if (self.is_ddp and not self._do_i_compile()) else 0
+        return DeepSupervisionWrapper(loss, weights / weights.sum())
+
+    # ------------------------------------------------------------------ laterality
+    def left_right_axis(self) -> Optional[int]:
+        if self._left_right_axis is None:
+            if self.dataset_class is None:
+                from nnunetv2.training.dataloading.utils import infer_dataset_class
+
+                self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+            keys = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
+            props = self.dataset_class(self.preprocessed_dataset_folder, keys[:1]).load_case(keys[0])[3]
+            self._left_right_axis = left_right_axis_from_properties(
+                props, self.plans_manager.transpose_forward)
+        return self._left_right_axis
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rot, dummy_2d, initial_patch_size, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        mirror_axes = mirror_axes_without(mirror_axes, self.left_right_axis())
+        self.inference_allowed_mirroring_axes = mirror_axes
+        self.print_to_log_file(f"left-right axis {self.left_right_axis()} is never mirrored; "
+                               f"mirror axes {mirror_axes}")
+        return rot, dummy_2d, initial_patch_size, mirror_axes
+
+    # ------------------------------------------------------------------ steps
+    def _to_device(self, batch: dict):
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        target = [t.to(self.device, non_blocking=True) for t in target] if isinstance(target, list) \
+            else target.to(self.device, non_blocking=True)
+        return data, target
+
+    def prompt_batch(self, batch: dict, target, training: bool):
+        """(text (B, N, dim), per-prompt targets like ``target``, concept ids (B, N)) for one batch."""
+        full = target[0] if isinstance(target, list) else target
+        if training:
+            pb = self.prompt_sampler.sample(full)
+            concepts, terms = pb.concept_ids, pb.term_ids
+        else:
+            concepts = self._validation_concepts(full)
+            terms = torch.tensor([[self.prompt_sampler.main_ids[c] for c in row] for row in concepts.tolist()])
+        text = self.term_embeddings[terms.to(self.device)]
+        concepts = concepts.to(self.device)
+        tgt = [self.concept_targets(t, concepts) for t in target] if isinstance(target, list) \
+            else self.concept_targets(target, concepts)
+        return text, tgt, concepts
+
+    def _validation_concepts(self, seg: torch.Tensor) -> torch.Tensor:
+        """Main terms of the single-label concepts (present ones first when there are too many)."""
+        cand = self.val_concepts
+        if len(cand) <= self.max_val_prompts:
+            return torch.tensor([cand] * seg.shape[0], dtype=torch.long)
+        rows = []
+        for b in range(seg.shape[0]):
+            present = set(self.prompt_sampler.present_concepts(set(torch.unique(seg[b]).tolist())))
+            order = sorted(cand, key=lambda c: (c not in present, np.random.random()))
+            rows.append(order[: self.max_val_prompts])
+        return torch.tensor(rows, dtype=torch.long)
+
+    def _autocast(self):
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def train_step(self, batch: dict) -> dict:
+        data, target = self._to_device(batch)
+        text, target, _ = self.prompt_batch(batch, target, training=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            output = self.network(data, text)
+            loss = self.loss(output, target)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        """Loss and per-concept tp/fp/fn of each single-label concept's main term (nnU-Net's pseudo Dice)."""
+        data, target = self._to_device(batch)
+        text, target, concepts = self.prompt_batch(batch, target, training=False)
+        with self._autocast():
+            output = self.network(data, text)
+            loss = self.loss(output, target)
+        if self.enable_deep_supervision:
+            output, target = output[0], target[0]
+        pred = (output > 0).float()  # sigmoid(x) > 0.5
+        axes = tuple(range(2, output.ndim))
+        per_slot = [(pred * target).sum(axes), (pred * (1 - target)).sum(axes), ((1 - pred) * target).sum(axes)]
+        n_concepts = len(self.text.vocabulary.concepts)
+        sums = []
+        for v in per_slot:  # scatter (B, N) slot counts into per-concept counts
+            acc = torch.zeros(n_concepts, device=v.device, dtype=torch.float64)
+            acc.index_add_(0, concepts.flatten(), v.flatten().double())
+            sums.append(acc[self.val_concepts].cpu().numpy())
+        return {"loss": loss.detach().cpu().numpy(), "tp_hard": sums[0], "fp_hard": sums[1], "fn_hard": sums[2]}
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.local_rank == 0:  # the predictor reads (and extends) the model's own copy of the cache
+            src = text_folder(self.preprocessed_dataset_folder_base)
+            dst = Path(self.output_folder_base) / "text"
+            dst.mkdir(parents=True, exist_ok=True)
+            for f in src.iterdir():
+                if f.is_file():
+                    shutil.copyfile(f, dst / f.name)
+        names = [self.text.vocabulary.concepts[i].main for i in self.val_concepts]
+        self.print_to_log_file(f"pseudo Dice is reported per concept, in this order: {names}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def text_checkpoint_entry(self) -> dict:
+        return {"network_config": self.text_config.to_dict(), "model_id": self.text.model_id,
+                "instruction": self.text.instruction, "embedding_dim": self.text.dim,
+                "vocabulary": self.text.vocabulary.to_dict(), "vocabulary_sha256": self.text.vocabulary.sha256(),
+                "left_right_axis": self.left_right_axis()}
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint plus a ``text`` entry (config, encoder id, dim, vocabulary and its hash)."""
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        mod = self.network.module if self.is_ddp else self.network
+        if isinstance(mod, OptimizedModule):
+            mod = mod._orig_mod
+        torch.save({
+            "network_weights": mod.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            CHECKPOINT_TEXT_KEY: self.text_checkpoint_entry(),
+        }, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        ckpt = filename_or_checkpoint
+        if isinstance(ckpt, str):
+            ckpt = torch.load(ckpt, map_location="cpu", weights_only=False)  # nnU-Net's own checkpoint format
+        if not self.was_initialized:
+            self.initialize()
+        saved = ckpt.get(CHECKPOINT_TEXT_KEY)
+        if saved is not None:
+            mine = self.text_checkpoint_entry()
+            for key in ("network_config", "model_id", "embedding_dim"):
+                if saved[key] != mine[key]:
+                    raise RuntimeError(f"checkpoint was trained with {key}={saved[key]!r}, the dataset's text "
+                                       f"now gives {mine[key]!r}; rebuild the cache with that encoder")
+        super().load_checkpoint(filename_or_checkpoint)
+
+    # ------------------------------------------------------------------ final validation
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """Predict the validation cases with each single-label concept's main term (the text predictor) and
+        report per-concept Dice in ``validation/summary.json``."""
+        from nnunetv2_text.inference.validation import validate_trainer
+
+        validate_trainer(self, save_probabilities)

@@ -1,0 +1,53 @@
+"""Trainer variants that change one thing each, named as nnU-Net names its own."""
+from __future__ import annotations
+
+import torch
+
+from nnunetv2_text.training.trainer import TextFusionTrainer
+
+
+class TextFusionTrainer_1epoch(TextFusionTrainer):
+    epochs = 1
+
+
+class TextFusionTrainer_5epochs(TextFusionTrainer):
+    epochs = 5
+
+
+class TextFusionTrainer_10epochs(TextFusionTrainer):
+    epochs = 10
+
+
+class TextFusionTrainer_50epochs(TextFusionTrainer):
+    epochs = 50
+
+
+class TextFusionTrainer_100epochs(TextFusionTrainer):
+    epochs = 100
+
+
+class TextFusionTrainer_250epochs(TextFusionTrainer):
+    epochs = 250
+
+
+class TextFusionTrainer_500epochs(TextFusionTrainer):
+    epochs = 500
+
+
+class TextFusionTrainer_noDS(TextFusionTrainer):
+    """No deep supervision: only the highest-resolution output is trained."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.enable_deep_supervision = False
+
+
+class TextFusionTrainer_lateFusion(TextFusionTrainer_noDS):
+    """Fusion at the highest-resolution decoder stage only (the MaskFormer-style ablation baseline).
+
+    Lower stages carry no prompt information, so their outputs could not be supervised per prompt:
+    like VoxTell's late-fusion baseline this trains the final output only.
+    """
+
+    network_overrides = {"fusion_stages": (-1,)}

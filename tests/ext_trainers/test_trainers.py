@@ -1,0 +1,16 @@
+"""Short-schedule trainers for the test suite, found by nnU-Net through nnUNet_extTrainer like a user's own."""
+from nnunetv2_text.training.trainer import TextFusionTrainer
+
+
+class TextFusionTrainer_testSmoke(TextFusionTrainer):
+    epochs = 1
+    iterations_per_epoch = 3
+    val_iterations_per_epoch = 1
+
+
+class TextFusionTrainer_testLearn(TextFusionTrainer):
+    epochs = 4
+    iterations_per_epoch = 60
+    val_iterations_per_epoch = 2
+    network_overrides = {"prompt_dim": 128, "prompt_layers": 2, "prompt_heads": 4, "prompt_ffn_dim": 256,
+                         "adapter_hidden": 256}
