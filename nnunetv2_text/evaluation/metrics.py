@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 SpacingZYX = Tuple[float, float, float]
 
-#: columns of metrics.csv, in order (extra column ``wrong_side_fraction`` only for left/right concepts)
+#: the quality metrics of :func:`mask_metrics` (summarized over positive prompts in reports)
 METRIC_NAMES = ("dice", "nsd", "hd95_mm", "cldice", "betti0_error")
 
 

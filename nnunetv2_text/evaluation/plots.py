@@ -73,8 +73,9 @@ def cowtalk_heatmap(table: Sequence[Mapping], out: PathLike) -> Path:
         vmin, vmax = lim if lim else (0.0, float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
         im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
         for (y, x), v in np.ndenumerate(data):
+            r, g, b, _ = im.cmap(im.norm(v)) if math.isfinite(v) else (1, 1, 1, 1)
             ax.text(x, y, "–" if not math.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if math.isfinite(v) and (v - vmin) / max(vmax - vmin, 1e-9) < 0.5 else "black")
+                    color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
         ax.set_xticks([0, 1])
         ax.set_xticklabels(["input", "refined"], fontsize=8)
         ax.set_yticks(range(len(rows)))

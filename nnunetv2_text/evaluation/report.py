@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import multiprocessing
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from nnunetv2_text.evaluation import plots
 from nnunetv2_text.evaluation.manifest import (CaseJob, EvaluationInputError, load_array, plan_cases,
                                                read_manifest, resolve_prompts)
-from nnunetv2_text.evaluation.metrics import laterality_pairs, mask_metrics, wrong_side_fraction
+from nnunetv2_text.evaluation.metrics import METRIC_NAMES, laterality_pairs, mask_metrics, wrong_side_fraction
 from nnunetv2_text.evaluation.robustness import (left_right_summary, load_paraphrases, robustness_stats,
                                                  summarize_values)
 from nnunetv2_text.text.vocabulary import Vocabulary, load_vocabulary, resolve_vocabulary_path
@@ -29,7 +28,7 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 CSV_COLUMNS = ["case", "prompt", "concept", "is_negative", "dice", "nsd", "hd95_mm", "cldice", "betti0_error",
                "pred_volume_ml", "ref_volume_ml", "wrong_side_fraction"]
-SUMMARY_METRICS = ["dice", "nsd", "hd95_mm", "cldice", "betti0_error"]
+SUMMARY_METRICS = list(METRIC_NAMES)
 ROBUSTNESS_COLUMNS = ["concept", "n_cases", "n_wordings", "mean_dice", "std_dice", "worst_dice", "gap"]
 
 
