@@ -163,18 +163,25 @@ def parse_vocabulary(obj: dict, source: str = "<memory>",
             labels = [labels]
         if not labels:
             raise VocabularyError(f"{where}: 'labels' is empty")
-        values = []
+        values, missing = [], []
         for lab in labels:
             if isinstance(lab, str):
                 if dataset_labels is None:
                     raise VocabularyError(f"{where}: label name '{lab}' needs the dataset's labels to resolve")
                 if lab not in names:
-                    raise VocabularyError(f"{where}: label '{lab}' is not a label of the dataset")
+                    missing.append(lab)
+                    continue
                 values.append(names[lab])
             elif isinstance(lab, int) and not isinstance(lab, bool):
                 values.append(int(lab))
             else:
                 raise VocabularyError(f"{where}: label {lab!r} is neither a label value nor a label name")
+        if missing:
+            # label names make a shipped vocabulary portable: a dataset with a subset of its structures
+            # simply does not get the concepts it lacks (validate_against_dataset still demands that
+            # every label of the dataset is named, so a typo cannot go unnoticed)
+            logger.info("%s: skipping concept '%s' (labels %s not in the dataset)", source, c["id"], missing)
+            continue
         concepts.append(Concept(str(c["id"]), c["main"].strip(), tuple(s.strip() for s in syns),
                                 tuple(sorted(set(values)))))
     return Vocabulary(name=str(obj.get("name", Path(source).stem)), concepts=concepts, source=source)

@@ -36,6 +36,19 @@ from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
 CHECKPOINT_TEXT_KEY = "text"
 
 
+def check_cases_have_foreground(preprocessed_folder: str, keys) -> None:
+    """Stop on a training case without any labelled voxel: none of its prompts could be positive, and an
+    all-empty target usually means a broken label file rather than an intended negative."""
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle
+
+    for k in keys:
+        # nnU-Net's own per-case properties file, written by its preprocessing
+        locs = load_pickle(str(Path(preprocessed_folder) / f"{k}.pkl")).get("class_locations", {})
+        if not any(len(v) for v in locs.values()):
+            raise RuntimeError(f"training case '{k}' has no foreground voxel (no label > 0 in its label map, "
+                               f"see {preprocessed_folder}/{k}.pkl); fix or remove it from the dataset")
+
+
 class TextFusionTrainer(nnUNetTrainer):
     # --- schedule (read in __init__) -------------------------------------------------------------------
     epochs: int = 1000
@@ -213,6 +226,11 @@ class TextFusionTrainer(nnUNetTrainer):
             acc.index_add_(0, concepts.flatten(), v.flatten().double())
             sums.append(acc[self.val_concepts].cpu().numpy())
         return {"loss": loss.detach().cpu().numpy(), "tp_hard": sums[0], "fp_hard": sums[1], "fn_hard": sums[2]}
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        check_cases_have_foreground(self.preprocessed_dataset_folder, list(dataset_tr.identifiers))
+        return dataset_tr, dataset_val
 
     def on_train_start(self):
         super().on_train_start()

@@ -1,0 +1,111 @@
+"""The demo pipeline: every step is the real nnU-Net / nnunetv2_text command, run as a subprocess.
+
+toy dataset -> ``nnUNetv2_plan_and_preprocess -pl nnUNetPlannerResEncM`` -> narrower copy of the plans
+(CPU speed) -> ``nnUNetv2_text_embed`` -> ``nnUNetv2_train -tr TextFusionTrainer_demo`` ->
+``nnUNetv2_text_predict --prompts`` -> per-prompt Dice against the held-out labels.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunetv2_text.demo.toy import write_toy_dataset
+from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
+from nnunetv2_text.training import ensure_ext_trainer_env
+from nnunetv2_text.utils.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+DEMO_DATASET_ID = 990
+DEMO_PLANS = "nnUNetResEncUNetDemoPlans"
+DEMO_PROMPTS = ["ball", "round blob", "box", "cube", "rod", "cylinder", "all shapes"]
+
+
+def command(name: str) -> str:
+    """A console script of this environment (next to the running interpreter), else from PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def run(cmd: List[str], env: dict, log_file: Optional[Path] = None) -> None:
+    logger.info("$ %s", " ".join(cmd))
+    with open(log_file, "a") if log_file else open(os.devnull, "w") as log:
+        res = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        raise RuntimeError(f"command failed ({res.returncode}): {' '.join(cmd)}; see {log_file}")
+
+
+def nnunet_env(workdir: Path) -> dict:
+    env = dict(os.environ)
+    env.update(nnUNet_raw=str(workdir / "nnUNet_raw"), nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
+               nnUNet_results=str(workdir / "nnUNet_results"), nnUNet_compile=env.get("nnUNet_compile", "f"),
+               nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "1"), HF_HUB_OFFLINE="1")
+    ensure_ext_trainer_env(env)
+    return env
+
+
+def derive_plans(preprocessed_dataset: Path, source: str, target: str, features: Sequence[int],
+                 blocks: Sequence[int], batch_size: int) -> Path:
+    """Copy planned plans under a new name with other widths/blocks/batch: same preprocessed data,
+    same stages, strides, kernels and patch size, as the planner chose them."""
+    plans = json.loads((preprocessed_dataset / f"{source}.json").read_text())
+    plans["plans_name"] = target
+    cfg = plans["configurations"]["3d_fullres"]
+    arch = cfg["architecture"]["arch_kwargs"]
+    n = arch["n_stages"]
+    arch["features_per_stage"] = list(features)[:n] + [features[-1]] * max(0, n - len(features))
+    arch["n_blocks_per_stage"] = list(blocks)[:n] + [blocks[-1]] * max(0, n - len(blocks))
+    cfg["batch_size"] = batch_size
+    out = preprocessed_dataset / f"{target}.json"
+    atomic_write_json(out, plans)
+    return out
+
+
+def dice_table(pred_folder: Path, labels_folder: Path, vocab_name: str) -> List[Dict]:
+    manifest = json.loads((pred_folder / "manifest.json").read_text())
+    vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
+    rows = []
+    for case, prompts in sorted(manifest["cases"].items()):
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_folder / f"{case}.nii.gz")))
+        for prompt, rec in prompts.items():
+            pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_folder / rec["file"]))) > 0
+            concept = vocab.lookup(prompt)
+            gt = np.isin(ref, concept.labels) if concept else np.zeros_like(pred)
+            total = pred.sum() + gt.sum()
+            rows.append({"case": case, "prompt": prompt, "concept": concept.id if concept else None,
+                         "present": bool(gt.any()), "pred_voxels": int(pred.sum()),
+                         "dice": float(2 * (pred & gt).sum() / total) if total else 1.0})
+    return rows
+
+
+def run_demo(workdir: Path, device: str = "cpu") -> List[Dict]:
+    workdir = Path(workdir).resolve()
+    env = nnunet_env(workdir)
+    log = workdir / "demo.log"
+    workdir.mkdir(parents=True, exist_ok=True)
+    raw = write_toy_dataset(Path(env["nnUNet_raw"]), DEMO_DATASET_ID, num_cases=8, num_test=3, seed=0)
+    did = str(DEMO_DATASET_ID)
+    run([command("nnUNetv2_plan_and_preprocess"), "-d", did, "-pl", "nnUNetPlannerResEncM", "-c", "3d_fullres",
+         "-np", "2"], env, log)
+    pre = Path(env["nnUNet_preprocessed"]) / raw.name
+    derive_plans(pre, "nnUNetResEncUNetMPlans", DEMO_PLANS, features=(8, 16, 32, 64), blocks=(1, 1, 2, 2),
+                 batch_size=4)
+    run([command("nnUNetv2_text_embed"), "-d", did], env, log)
+    run([command("nnUNetv2_train"), did, "3d_fullres", "0", "-tr", "TextFusionTrainer_demo", "-p", DEMO_PLANS,
+         "-device", device], env, log)
+    prompts = workdir / "prompts.txt"
+    prompts.write_text("\n".join(DEMO_PROMPTS) + "\n", encoding="utf-8")
+    pred = workdir / "predictions"
+    run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--prompts", str(prompts),
+         "-d", did, "-c", "3d_fullres", "-f", "0", "-tr", "TextFusionTrainer_demo", "-p", DEMO_PLANS,
+         "-device", device, "-npp", "1", "-nps", "1"], env, log)
+    return dice_table(pred, raw / "labelsTs", "toy_shapes")

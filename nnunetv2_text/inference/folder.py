@@ -1,0 +1,156 @@
+"""Predicting a folder of images with a prompt file: the engine behind ``nnUNetv2_text_predict``.
+
+Order of work, so that bad input never leaves output behind:
+1. list the input cases (nnU-Net's naming: ``<case>_<XXXX><ending>``) and check each has as many
+   channels as the dataset; check the prompt file's case ids against them;
+2. take this job's share of the cases (``part_id::num_parts``, exactly as nnU-Net splits them);
+3. embed all prompts (refusing prompts longer than the encoder's limit) — only then write anything;
+4. predict: preprocessing in worker processes, encoder once per tile, masks exported by a spawned pool;
+5. a finished case gets a manifest fragment ``.manifest/<case>.json``, written after its masks, and
+   ``manifest.json`` is rebuilt from all fragments under a file lock (several array jobs share it).
+
+Every file is written atomically, so a killed job leaves no half-written file; with
+``--continue_prediction`` a rerun skips cases whose fragment exists and redoes the others.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import multiprocessing
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from nnunetv2.inference.data_iterators import preprocessing_iterator_fromfiles
+from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
+from tqdm import tqdm
+
+from nnunetv2_text.inference.export import export_case
+from nnunetv2_text.inference.prompt_file import PromptFileError, PromptSpec, unique_slugs
+from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+FRAGMENTS = ".manifest"
+MANIFEST = "manifest.json"
+
+
+class InputError(ValueError):
+    pass
+
+
+def list_input_cases(input_folder: Path, file_ending: str, num_channels: int) -> Dict[str, List[str]]:
+    """case id -> its channel files; an error names a case whose channel count is wrong."""
+    input_folder = Path(input_folder)
+    if not input_folder.is_dir():
+        raise InputError(f"{input_folder}: input folder not found")
+    lists = create_lists_from_splitted_dataset_folder(str(input_folder), file_ending)
+    cases = {}
+    for files in lists:
+        case = os.path.basename(files[0])[: -(len(file_ending) + 5)]
+        if len(files) != num_channels:
+            raise InputError(f"{input_folder}: case '{case}' has {len(files)} channel file(s) "
+                             f"({[os.path.basename(f) for f in files]}), the model needs {num_channels}")
+        expected = [str(input_folder / f"{case}_{i:04d}{file_ending}") for i in range(num_channels)]
+        if sorted(os.path.abspath(f) for f in files) != sorted(os.path.abspath(f) for f in expected):
+            raise InputError(f"{input_folder}: case '{case}' needs channels _0000.._{num_channels - 1:04d}, has "
+                             f"{[os.path.basename(f) for f in files]}")
+        cases[case] = sorted(files)
+    if not cases:
+        raise InputError(f"{input_folder}: no images ending in {file_ending}")
+    return cases
+
+
+@contextmanager
+def _locked(path: Path):
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def rebuild_manifest(output_folder: Path, model_info: dict, file_ending: str) -> dict:
+    frag_dir = Path(output_folder) / FRAGMENTS
+    with _locked(Path(output_folder) / ".manifest.lock"):
+        cases = {}
+        for f in sorted(frag_dir.glob("*.json")):
+            cases[f.stem] = json.loads(f.read_text(encoding="utf-8"))
+        manifest = {"format": "nnunetv2_text.manifest", "version": 1, "file_ending": file_ending,
+                    "model": model_info, "cases": cases}
+        atomic_write_json(Path(output_folder) / MANIFEST, manifest)
+    return manifest
+
+
+def _remove_leftovers(output_folder: Path, case: str) -> None:
+    for f in Path(output_folder).glob(f"{case}_*"):
+        if TMP_MARKER in f.name:
+            f.unlink()
+
+
+def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, save_probabilities: bool = False,
+                   continue_prediction: bool = False, num_processes_preprocessing: int = 2,
+                   num_processes_export: int = 2, part_id: int = 0, num_parts: int = 1,
+                   cache_file: Optional[Path] = None, encoder_device: str = "cpu") -> dict:
+    if not 0 <= part_id < num_parts:
+        raise InputError(f"part_id must be in [0, {num_parts - 1}], got {part_id}")
+    ending = predictor.dataset_json["file_ending"]
+    cases = list_input_cases(Path(input_folder), ending, predictor.num_input_channels)
+    spec.check_cases(cases)
+    mine = list(cases)[part_id::num_parts]
+
+    prompts_of = {c: spec.prompts_for(c) for c in mine}
+    all_prompts = list(dict.fromkeys(p for ps in prompts_of.values() for p in ps))
+    try:
+        emb_all = predictor.embed_prompts(all_prompts, cache_file, encoder_device) if all_prompts else None
+    except ValueError as e:
+        raise PromptFileError(f"{spec.source}: {e}") from None
+    row = {p: i for i, p in enumerate(all_prompts)}
+
+    output_folder = Path(output_folder)
+    (output_folder / FRAGMENTS).mkdir(parents=True, exist_ok=True)
+    todo = [c for c in mine if not (continue_prediction and (output_folder / FRAGMENTS / f"{c}.json").is_file())]
+    logger.info("part %d/%d: %d cases, %d to predict", part_id, num_parts, len(mine), len(todo))
+    model_info = {"trainer": predictor.trainer_name, "model_folder": str(predictor.model_folder),
+                  "encoder": predictor.text_entry["model_id"], "embedding_dim": predictor.text_entry["embedding_dim"],
+                  "vocabulary_sha256": predictor.text_entry.get("vocabulary_sha256")}
+    if todo:
+        for c in todo:
+            _remove_leftovers(output_folder, c)
+        _run(predictor, cases, todo, prompts_of, emb_all, row, output_folder, ending, save_probabilities,
+             num_processes_preprocessing, num_processes_export)
+    return rebuild_manifest(output_folder, model_info, ending)
+
+
+def _run(predictor, cases, todo, prompts_of, emb_all, row, output_folder: Path, ending: str,
+         save_probabilities: bool, npp: int, nps: int) -> None:
+    iterator = preprocessing_iterator_fromfiles(
+        [cases[c] for c in todo], None, [str(output_folder / c) for c in todo], predictor.plans_manager,
+        predictor.dataset_json, predictor.configuration_manager, max(1, npp), predictor.device.type == "cuda", False)
+    pending: List[Tuple[str, object]] = []
+    with multiprocessing.get_context("spawn").Pool(max(1, nps)) as pool:
+        for item in tqdm(iterator, total=len(todo), desc="cases", disable=not predictor.allow_tqdm):
+            case = os.path.basename(item["ofile"])
+            data = item["data"]
+            if isinstance(data, str):  # nnU-Net hands large arrays over as .npy files
+                path, data = data, np.load(data)
+                os.remove(path)
+            prompts = prompts_of[case]
+            logits = predictor.predict_case_logits(data, emb_all[[row[p] for p in prompts]]).numpy()
+            slugs = unique_slugs(prompts)
+            pending.append((case, pool.apply_async(export_case, (
+                logits, item["data_properties"], predictor.plans_manager, predictor.configuration_manager,
+                str(output_folder), case, prompts, slugs, ending, save_probabilities))))
+            _collect(pending, output_folder, max_pending=2)  # bounded, like nnU-Net's export queue
+        _collect(pending, output_folder, max_pending=0)
+
+
+def _collect(pending: list, output_folder: Path, max_pending: int) -> None:
+    """Write the fragment of every finished export (the case's completion marker)."""
+    while pending and (len(pending) > max_pending or pending[0][1].ready()):
+        case, res = pending.pop(0)
+        atomic_write_json(output_folder / FRAGMENTS / f"{case}.json", res.get())

@@ -1,0 +1,121 @@
+"""The text-fused network on its own: shapes, gradients, deep supervision, prompt batching."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2_text.network import TextNetworkConfig, build_text_network
+from nnunetv2_text.network.blocks import sinusoidal_positions_3d
+
+REQ = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+SMALL = dict(prompt_dim=32, prompt_layers=1, prompt_heads=4, prompt_ffn_dim=64, adapter_hidden=32, guidance_dim=8)
+
+
+def arch(n_stages: int, strides=None, features=None) -> dict:
+    """ResEnc arch kwargs as nnU-Net's ResEnc planners write them into the plans."""
+    strides = strides or [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1)
+    return {"n_stages": n_stages, "features_per_stage": features or [4 * 2 ** i for i in range(n_stages)],
+            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * n_stages, "strides": strides,
+            "n_blocks_per_stage": [1] * n_stages, "n_conv_per_stage_decoder": [1] * (n_stages - 1),
+            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
+
+
+def net_for(n_stages=4, ds=True, in_ch=1, text_dim=24, strides=None, **overrides):
+    torch.manual_seed(0)
+    cfg = TextNetworkConfig(text_dim=text_dim, **{**SMALL, **overrides})
+    return build_text_network(arch(n_stages, strides), REQ, in_ch, cfg, deep_supervision=ds)
+
+
+def ds_scales(strides):
+    """nnU-Net's deep-supervision scales (nnUNetTrainer._get_deep_supervision_scales)."""
+    return list(list(i) for i in 1 / np.cumprod(np.vstack(strides), axis=0))[:-1]
+
+
+@pytest.mark.parametrize("n_stages", [3, 4, 5])
+@pytest.mark.parametrize("n_prompts", [1, 2, 3, 4])
+def test_output_shapes_match_prompts_and_nnunet_ds_scales(n_stages, n_prompts):
+    strides = [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1)
+    net = net_for(n_stages, strides=strides)
+    size = max(16, 2 ** n_stages)  # the bottleneck keeps at least 2 voxels per axis (instance norm)
+    x, patch = torch.randn(2, 1, size, size, size), np.array([size] * 3)
+    out = net(x, torch.randn(2, n_prompts, 24))
+    assert isinstance(out, list) and len(out) == n_stages - 1
+    for o, scale in zip(out, ds_scales(strides)):
+        assert tuple(o.shape) == (2, n_prompts, *(patch * np.array(scale)).astype(int))
+    net.decoder.deep_supervision = False
+    assert tuple(net(x, torch.randn(2, n_prompts, 24)).shape) == (2, n_prompts, *patch)
+
+
+def test_anisotropic_strides_and_patch():
+    strides = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]]
+    net = net_for(4, strides=strides)
+    out = net(torch.randn(1, 1, 8, 24, 32), torch.randn(1, 3, 24))
+    assert [tuple(o.shape[2:]) for o in out] == [(8, 24, 32), (8, 12, 16), (4, 6, 8)]
+
+
+def test_gradient_reaches_every_fusion_stage_adapter_and_prompt_decoder():
+    net = net_for(4)
+    out = net(torch.randn(2, 1, 16, 16, 16), torch.randn(2, 3, 24))
+    sum(o.float().pow(2).mean() for o in out).backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert len(net.adapters) == 3 == len(net.decoder.stages)
+    for s, adapter in net.adapters.items():
+        assert adapter.mlp[-1].weight.grad.abs().sum() > 0, f"adapter of stage {s} got no gradient"
+    assert net.prompt_decoder.text_proj[0].weight.grad.abs().sum() > 0
+
+
+def test_text_changes_output_and_prompts_are_independent():
+    net = net_for(4).eval()
+    x, t = torch.randn(1, 1, 16, 16, 16), torch.randn(1, 3, 24)
+    with torch.no_grad():
+        together = net(x, t)[0]
+        alone = torch.cat([net(x, t[:, i:i + 1])[0] for i in range(3)], 1)
+        swapped = net(x, t[:, [1, 0, 2]])[0]
+    # batching prompts changes nothing; swapping prompts swaps the output channels; text matters
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(swapped, together[:, [1, 0, 2]], rtol=1e-4, atol=1e-4)
+    assert (together[:, 0] - together[:, 1]).abs().max() > 1e-4
+
+
+def test_shared_prompts_and_bad_text_shape():
+    net = net_for(3).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        out = net(x, torch.randn(5, 24))
+    assert out[0].shape[:2] == (2, 5)
+    with pytest.raises(ValueError, match="text must be"):
+        net(x, torch.randn(2, 5, 23))
+
+
+def test_late_fusion_fuses_only_the_last_stage_and_multiclass_heads():
+    net = net_for(4, fusion_stages=(-1,), outputs_per_prompt=3)
+    assert list(net.adapters) == ["2"] and net.fusion_stages == (2,)
+    out = net(torch.randn(2, 1, 16, 16, 16), torch.randn(2, 2, 24))
+    assert out[0].shape[:2] == (2, 6)
+
+
+def test_config_round_trip_and_checks():
+    cfg = TextNetworkConfig(text_dim=384, fusion_stages=(0, -1))
+    assert TextNetworkConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.resolved_fusion_stages(4) == (0, 3)
+    with pytest.raises(ValueError):
+        TextNetworkConfig(text_dim=8, fusion_stages=(7,)).resolved_fusion_stages(3)
+    with pytest.raises(ValueError, match="unknown"):
+        TextNetworkConfig.from_dict({"text_dim": 8, "bogus": 1})
+
+
+@pytest.mark.parametrize("grid", [(2, 2, 2), (3, 5, 4), (12, 12, 12)])
+def test_positional_encoding_for_any_grid(grid):
+    pe = sinusoidal_positions_3d(grid, 48)
+    assert pe.shape == (int(np.prod(grid)), 48)
+    # distinct positions get distinct codes
+    assert torch.unique(pe, dim=0).shape[0] == int(np.prod(grid))
+
+
+def test_weights_load_with_and_without_deep_supervision():
+    a, b = net_for(4, ds=True), net_for(4, ds=False)
+    b.load_state_dict(a.state_dict())

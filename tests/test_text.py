@@ -1,0 +1,158 @@
+"""Vocabularies, the embedding cache and the bundled text encoder (real MiniLM, offline)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nnunetv2_text.text.cache import EmbeddingCache, EmbeddingCacheError
+from nnunetv2_text.text.dataset_text import load_dataset_text, prepare_dataset_text
+from nnunetv2_text.text.encoder import DEFAULT_MODEL_ID, VOXTELL_INSTRUCTION, TextEncoder, default_instruction
+from nnunetv2_text.text.vocabulary import (VocabularyError, load_vocabulary, parse_vocabulary,
+                                           resolve_vocabulary_path, shipped_vocabularies, validate_against_dataset)
+from nnunetv2_text.utils.io import TMP_MARKER
+
+LABELS = {"background": 0, "kidney_left": 1, "kidney_right": 2}
+
+
+def concept(cid, main, labels, syn=None):
+    return {"id": cid, "main": main, "labels": labels,
+            "synonyms": syn or [f"{main} {k}" for k in ("a", "b", "c", "d", "e")]}
+
+
+def vocab(*concepts):
+    return {"format": "nnunetv2_text.vocabulary", "version": 1, "name": "t", "concepts": list(concepts)}
+
+
+KIDNEYS = [concept("kl", "left kidney", ["kidney_left"]), concept("kr", "right kidney", [2]),
+           concept("both", "kidneys", [1, 2])]
+
+
+def test_parse_resolves_names_and_unions():
+    v = parse_vocabulary(vocab(*KIDNEYS), "v.json", LABELS)
+    validate_against_dataset(v, LABELS)
+    assert v.lookup("  Left   KIDNEY ").labels == (1,)
+    assert v.lookup("kidneys").labels == (1, 2)
+    assert v.lookup("spleen") is None
+    assert v.all_terms()[0] == "left kidney" and len(v.all_terms()) == 18
+
+
+def test_label_without_vocabulary_entry_is_named():
+    v = parse_vocabulary(vocab(KIDNEYS[0], KIDNEYS[2]), "v.json", LABELS)
+    with pytest.raises(VocabularyError, match=r"v\.json: label 2 \('kidney_right'\) has no vocabulary entry"):
+        validate_against_dataset(v, LABELS)
+
+
+def test_term_mapped_to_two_concepts_is_named():
+    dup = concept("kr", "right kidney", [2], ["left kidney", "b", "c", "d", "e"])
+    with pytest.raises(VocabularyError, match="term 'left kidney' is mapped to two concepts: 'kl' and 'kr'"):
+        parse_vocabulary(vocab(KIDNEYS[0], dup), "v.json", LABELS)
+
+
+def test_unknown_label_id_is_named():
+    v = parse_vocabulary(vocab(*KIDNEYS, concept("x", "spleen", [7])), "v.json", LABELS)
+    with pytest.raises(VocabularyError, match="concept 'x' uses label 7"):
+        validate_against_dataset(v, LABELS)
+
+
+def test_too_few_synonyms_and_missing_keys():
+    with pytest.raises(VocabularyError, match="at least 5 synonyms"):
+        parse_vocabulary(vocab(concept("kl", "left kidney", [1], ["a", "b"])), "v.json", LABELS)
+    with pytest.raises(VocabularyError, match="missing key 'labels'"):
+        parse_vocabulary(vocab({"id": "a", "main": "a", "synonyms": []}), "v.json", LABELS)
+
+
+def test_label_names_missing_from_dataset_skip_the_concept():
+    v = parse_vocabulary(vocab(*KIDNEYS, concept("sp", "spleen", ["spleen"])), "v.json", LABELS)
+    assert [c.id for c in v.concepts] == ["kl", "kr", "both"]
+
+
+@pytest.mark.parametrize("name", ["toy_shapes", "mni152", "topcow", "totalsegmentator"])
+def test_shipped_vocabularies_are_valid(name):
+    if name not in shipped_vocabularies():
+        pytest.fail(f"vocabulary {name} is not shipped")
+    obj = json.loads(resolve_vocabulary_path(name).read_text())
+    names = {lab for c in obj["concepts"] for lab in c["labels"] if isinstance(lab, str)}
+    labels = {"background": 0, **{n: i + 1 for i, n in enumerate(sorted(names))}}
+    v = load_vocabulary(resolve_vocabulary_path(name), labels)
+    assert all(len(c.synonyms) >= 5 for c in v.concepts)
+    assert len(v.concepts) == len(obj["concepts"])
+
+
+def test_cache_round_trip_keys_and_errors(tmp_path):
+    f = tmp_path / "embeddings.safetensors"
+    c = EmbeddingCache(f)
+    c.add("m1", "", ["a", "b"], np.eye(2, 4, dtype=np.float32))
+    c.add("m1", "instr: ", ["a"], np.ones((1, 4), np.float32))
+    c.add("m2", "", ["a"], np.ones((1, 8), np.float32))
+    c.save()
+    assert not [p for p in os.listdir(tmp_path) if TMP_MARKER in p]
+    r = EmbeddingCache(f)
+    np.testing.assert_array_equal(r.get("m1", "", ["b", "a"]), np.eye(2, 4)[[1, 0]])
+    np.testing.assert_array_equal(r.get("m1", "instr: ", ["a"]), np.ones((1, 4)))  # keyed by instruction too
+    assert r.missing("m1", "", ["a", "c", "c"]) == ["c"]
+    with pytest.raises(EmbeddingCacheError, match="term 'c' is not in the cache"):
+        r.get("m1", "", ["a", "c"])
+    with pytest.raises(EmbeddingCacheError, match="no embeddings for encoder 'other'"):
+        r.get("other", "", ["a"])
+    with pytest.raises(EmbeddingCacheError, match="dimension 8, the model expects 4"):
+        r.get("m2", "", ["a"], expected_dim=4)
+    with pytest.raises(EmbeddingCacheError, match="dimension 4, new vectors have 3"):
+        r.add("m1", "", ["z"], np.ones((1, 3), np.float32))
+    # not pickle: the file is plain safetensors with JSON metadata
+    from safetensors import safe_open
+    with safe_open(str(f), "numpy") as h:
+        assert json.loads(h.metadata()["nnunetv2_text"])["format"] == "nnunetv2_text.embedding_cache"
+
+
+def test_corrupt_cache_names_the_file(tmp_path):
+    f = tmp_path / "embeddings.safetensors"
+    f.write_bytes(b"garbage")
+    with pytest.raises(EmbeddingCacheError, match="embeddings.safetensors"):
+        EmbeddingCache(f)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return TextEncoder("default")
+
+
+def test_bundled_encoder_is_offline_and_normalised(minilm):
+    assert minilm.model_id == DEFAULT_MODEL_ID and minilm.instruction == ""
+    e = minilm.encode(["left kidney", "right kidney", "liver"])
+    assert e.shape == (3, 384) and e.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    assert e[0] @ e[1] > e[0] @ e[2]  # related terms are closer
+    with pytest.raises(ValueError, match="more than the encoder's limit"):
+        minilm.check_length(["word " * 400])
+
+
+def test_instruction_models_get_the_voxtell_instruction():
+    assert default_instruction("Qwen/Qwen3-Embedding-4B") == VOXTELL_INSTRUCTION
+    assert default_instruction("sentence-transformers/all-MiniLM-L6-v2") == ""
+
+
+def test_prepare_and_load_dataset_text(tmp_path, minilm):
+    raw, pre = tmp_path / "raw" / "Dataset001_K", tmp_path / "pre" / "Dataset001_K"
+    raw.mkdir(parents=True)
+    (raw / "dataset.json").write_text(json.dumps({"labels": LABELS, "channel_names": {"0": "CT"},
+                                                  "file_ending": ".nii.gz", "numTraining": 1}))
+    (raw / "vocabulary.json").write_text(json.dumps(vocab(*KIDNEYS)))
+    s = prepare_dataset_text(raw, pre, minilm)
+    assert s["added"] == 18 and s["dim"] == 384
+    assert prepare_dataset_text(raw, pre, minilm)["added"] == 0  # nothing re-encoded
+    dt = load_dataset_text(pre, json.loads((raw / "dataset.json").read_text()))
+    assert dt.embeddings.shape == (18, 384) and dt.model_id == DEFAULT_MODEL_ID
+    np.testing.assert_allclose(dt.embeddings[dt.term_index()["kidneys"]], minilm.encode(["kidneys"])[0], atol=1e-5)
+    # a cache built with another encoder is refused with the file named
+    (pre / "text" / "encoder.json").write_text(json.dumps({"model_id": "other/model", "instruction": "", "dim": 384}))
+    with pytest.raises(EmbeddingCacheError, match="no embeddings for encoder 'other/model'"):
+        load_dataset_text(pre, {"labels": LABELS})
+    # ... and so is one of another dimension
+    (pre / "text" / "encoder.json").write_text(json.dumps({"model_id": DEFAULT_MODEL_ID, "instruction": "",
+                                                           "dim": 1024}))
+    with pytest.raises(EmbeddingCacheError, match="dimension 384, the model expects 1024"):
+        load_dataset_text(pre, {"labels": LABELS})

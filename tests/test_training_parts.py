@@ -1,0 +1,90 @@
+"""Prompt sampling, per-prompt targets and the left-right axis, without running nnU-Net."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2_text.text.vocabulary import parse_vocabulary
+from nnunetv2_text.training.laterality import left_right_axis_from_properties, mirror_axes_without
+from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
+
+SYN = ["s1", "s2", "s3", "s4", "s5"]
+
+
+def vocab():
+    cs = [{"id": n, "main": n, "labels": l, "synonyms": [f"{n} {s}" for s in SYN]}
+          for n, l in (("a", [1]), ("b", [2]), ("c", [3]), ("ab", [1, 2]))]
+    return parse_vocabulary({"concepts": cs}, "v")
+
+
+def terms(v):
+    return v.all_terms()
+
+
+def seg_with(labels, shape=(6, 6, 6)):
+    s = torch.zeros(1, *shape, dtype=torch.long)
+    for i, lab in enumerate(labels):
+        s[0, i] = lab
+    return s
+
+
+def test_positive_and_negative_prompts_and_their_targets():
+    v = vocab()
+    sampler = PromptSampler(v, terms(v), num_positive=2, num_negative=1, seed=0)
+    targets = ConceptTargets(v, torch.device("cpu"))
+    seg = torch.stack([seg_with([1, 2]), seg_with([3])])  # sample 0: a, b present; sample 1: c present
+    for _ in range(20):
+        pb = sampler.sample(seg)
+        assert pb.term_ids.shape == (2, 3) and pb.positive.shape == (2, 3)
+        t = targets(seg, pb.concept_ids)
+        for b in range(2):
+            for n in range(3):
+                cid = int(pb.concept_ids[b, n])
+                expected = np.isin(seg[b, 0].numpy(), list(v.concepts[cid].labels))
+                np.testing.assert_array_equal(t[b, n].numpy() > 0, expected)
+                assert bool(pb.positive[b, n]) == bool(expected.any())  # negatives have empty targets
+        # sample 1 has one present concept: the free positive slot is filled with another negative
+        assert pb.positive[1].tolist() == [True, False, False]
+        assert pb.positive[0].tolist() == [True, True, False]
+
+
+def test_main_term_about_a_quarter_of_the_time():
+    v = vocab()
+    sampler = PromptSampler(v, terms(v), main_term_probability=0.25, seed=1)
+    main = set(sampler.main_ids)
+    picks = [sampler.term_for(0) for _ in range(4000)]
+    frac = np.mean([p in main for p in picks])
+    assert 0.21 < frac < 0.29
+    assert len(set(picks)) == 6  # the main term and all five synonyms are used
+
+
+def test_too_small_vocabulary_is_refused():
+    v = parse_vocabulary({"concepts": [{"id": "a", "main": "a", "labels": [1], "synonyms": SYN}]}, "v")
+    with pytest.raises(ValueError, match="fewer than the 3 prompts"):
+        PromptSampler(v, v.all_terms()).sample(seg_with([1])[None])
+
+
+IDENTITY = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+
+
+@pytest.mark.parametrize("direction, transpose, expected", [
+    (IDENTITY, [0, 1, 2], 2),                      # sitk x (left-right) is the last array axis
+    (IDENTITY, [2, 0, 1], 0),                      # ... moved to the front by the plans' transpose
+    ((0, 1, 0, 1, 0, 0, 0, 0, 1), [0, 1, 2], 1),   # image y runs along world x
+    ((0, 0, -1, 0, 1, 0, 1, 0, 0), [0, 1, 2], 0),  # sagittal stack: image z runs along world x
+])
+def test_left_right_axis_from_sitk_direction(direction, transpose, expected):
+    assert left_right_axis_from_properties({"sitk_stuff": {"direction": direction}}, transpose) == expected
+
+
+def test_left_right_axis_from_nibabel_affine_and_unknown():
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    assert left_right_axis_from_properties({"nibabel_stuff": {"original_affine": affine}}, [0, 1, 2]) == 2
+    assert left_right_axis_from_properties({}, [0, 1, 2]) is None
+
+
+def test_mirror_axes_drop_left_right_or_everything_when_unknown():
+    assert mirror_axes_without((0, 1, 2), 2) == (0, 1)
+    assert mirror_axes_without((0, 1, 2), None) == ()
+    assert mirror_axes_without(None, 1) is None
