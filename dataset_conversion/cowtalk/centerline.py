@@ -89,10 +89,11 @@ def _component_skeleton(coords: np.ndarray, shape: Sequence[int], depth: np.ndar
                         spacing: np.ndarray) -> np.ndarray:
     """Centerline node indices of one connected component (TEASAR-style path tracing).
 
-    Repeatedly trace the path from the farthest voxel not yet explained back to the tree, along a
-    cost that is tiny on the medial ridge (deep voxels) and huge near the wall, then mark everything
-    within a ball around the new path as explained. Short side paths are spurs from a bumpy wall and
-    are discarded.
+    The first path joins the two ends of the component along a cost that is tiny on the medial ridge
+    (deep voxels) and huge near the wall; everything within a ball around a path is then "explained".
+    Each further path starts at the farthest unexplained voxel and stops as soon as it enters the
+    explained region; long ones are branches (linked to the tree by the shortest path inside the
+    mask), short ones are spurs of a bumpy wall and are dropped.
     """
     n = len(coords)
     if n <= 2:
@@ -101,9 +102,8 @@ def _component_skeleton(coords: np.ndarray, shape: Sequence[int], depth: np.ndar
     plain = csgraph.dijkstra(graph, directed=False, indices=int(np.argmax(depth)))
     root = int(np.argmax(np.where(np.isfinite(plain), plain, -1.0)))
     penalty = 5000.0 * (1.0 - depth / depth.max()) ** 16
-    weighted = graph.tocoo()
-    weighted = sparse.csr_matrix((weighted.data * (1.0 + penalty[weighted.col]), (weighted.row, weighted.col)),
-                                 shape=graph.shape)
+    coo = graph.tocoo()
+    weighted = sparse.csr_matrix((coo.data * (1.0 + penalty[coo.col]), (coo.row, coo.col)), shape=graph.shape)
     _, pred = csgraph.dijkstra(weighted, directed=True, indices=root, return_predecessors=True)
     dist = csgraph.dijkstra(graph, directed=False, indices=root)
     points_mm = coords * spacing
@@ -112,15 +112,25 @@ def _component_skeleton(coords: np.ndarray, shape: Sequence[int], depth: np.ndar
     in_skel = np.zeros(n, dtype=bool)
     in_skel[root] = True
     step = float(spacing.mean())
+    first = True
     while not explained.all():
         target = int(np.argmax(np.where(explained, -1.0, dist)))
         path = [target]
-        while path[-1] != root and not in_skel[path[-1]] and pred[path[-1]] >= 0:
+        while path[-1] != root and not explained[path[-1]] and pred[path[-1]] >= 0:
             path.append(int(pred[path[-1]]))
-        path = np.asarray(path)
-        join_depth = depth[path[-1]]
-        if in_skel.sum() == 1 or dist[target] - dist[path[-1]] > 2.0 * join_depth + 2.0 * step:
+        join = path[-1]
+        if first or dist[target] - dist[join] > 2.0 * depth[join] + 2.0 * step:
+            attached = bool(in_skel[join])
             in_skel[path] = True
+            if not first and not attached:
+                # link the branch to the tree: shortest path inside the mask to the nearest tree node
+                _, link_pred, _ = csgraph.dijkstra(graph, directed=False, indices=np.nonzero(in_skel & ~np.isin(
+                    np.arange(n), path))[0], min_only=True, return_predecessors=True)
+                node = join
+                while node >= 0 and not (in_skel[node] and node not in path):
+                    in_skel[node] = True
+                    node = int(link_pred[node])
+        first = False
         for hits in tree.query_ball_point(points_mm[path], r=1.5 * depth[path] + step):
             explained[hits] = True
         explained[target] = True

@@ -11,11 +11,12 @@ import logging
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
+import cc3d
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from .centerline import Geometry, build_centerline, component_count
+from .centerline import Geometry, build_centerline
 from .constants import (GLOBAL_ERROR_TYPES, INFERIOR_ORIGIN_CLASSES, LOCAL_ERROR_TYPES, PARENT_CLASS,
                         SHAPE_CHANNEL_ORDER)
 from .errors import apply_error, class_bbox
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: a class needs this many centerline nodes in its main piece before local errors are tried on it
 MIN_CENTERLINE_NODES = 8
+#: smallest piece (voxels) that counts when checking that a disconnection really splits a vessel
+MIN_PIECE_VOXELS = 8
 P_NONE = 0.1
 MAX_ERRORS = 3
 
@@ -68,26 +71,31 @@ class _LocalContext:
         anchor = ends[proximal_end(label_map, label, geometry, self.cl.coords[ends] + self.offset)]
         self.anchor_voxel = [int(v) for v in self.cl.coords[anchor] + self.offset]
         self.pct = self.cl.percent_from(anchor)
-        self.length_mm = float(np.nanmax(np.where(np.isfinite(self.cl.geodesic(anchor)),
-                                                  self.cl.geodesic(anchor), np.nan)))
+        geo = self.cl.geodesic(anchor)
+        self.length_mm = float(geo[np.isfinite(geo)].max())
         self.radius_at = ndi.distance_transform_edt(mask)[tuple(self.cl.coords.T)]
 
     def span(self, lo: float, hi: float) -> Optional[Tuple[float, float]]:
         """(local radius, radius covering the cross-section) in voxels over the span, None if empty."""
         with np.errstate(invalid="ignore"):
             sel = (self.pct >= lo) & (self.pct <= hi)
-        if sel.sum() < 2:
+        if not sel.any():
             return None
         return max(float(np.median(self.radius_at[sel])) - 0.5, 0.5), float(self.radius_at[sel].max()) + 1.5
 
     def base(self) -> Dict[str, Any]:
         return {"anchor": "proximal", "anchor_voxel": self.anchor_voxel,
-                "spacing_zyx": [round(s, 6) for s in self.spacing], "cylinder_half_length": 1.5}
+                "spacing_zyx": [round(s, 6) for s in self.spacing], "cylinder_half_length": 1.0}
 
     def gap_width_pct(self, rng: np.random.Generator) -> float:
-        """A gap 2-3.5 voxels long, as % of the vessel's length."""
-        gap_mm = rng.uniform(2.0, 3.5) * float(np.mean(self.spacing))
+        """A gap 2.5-4 voxels long, as % of the vessel's length."""
+        gap_mm = rng.uniform(2.5, 4.0) * float(np.mean(self.spacing))
         return min(100.0 * gap_mm / max(self.length_mm, 1e-6), 30.0)
+
+
+def proximal_anchor(label_map: np.ndarray, label: int, geometry: Geometry) -> List[int]:
+    """[z, y, x] of the proximal centerline end of ``label`` (the anchor local errors are measured from)."""
+    return _LocalContext(np.asarray(label_map), int(label), geometry).anchor_voxel
 
 
 def _r1(v: float) -> float:
@@ -103,7 +111,10 @@ def sample_params(label_map: np.ndarray, label: int, error_type: str, geometry: 
         mask = label_map == label
         depth = float(ndi.distance_transform_edt(mask).max())
         r_max = 2 if error_type == "global_thickening" else max(1, int(depth // 2))
-        return {"radius": int(rng.integers(1, min(r_max, 2) + 1))}
+        params: Dict[str, Any] = {"radius": int(rng.integers(1, min(r_max, 2) + 1))}
+        if error_type == "global_thinning":  # the kept centerline depends on the spacing
+            params["spacing_zyx"] = [round(s, 6) for s in geometry.spacing_zyx]
+        return params
     ctx = ctx or _LocalContext(label_map, label, geometry)
     if not ctx.ok:
         return None
@@ -136,7 +147,8 @@ def sample_params(label_map: np.ndarray, label: int, error_type: str, geometry: 
         centre = rng.uniform(20.0, 80.0)
         gaps = [[_r1(centre - width / 2), _r1(centre + width / 2)]]
     elif error_type == "fragmentation":
-        k = int(rng.integers(2, 4))
+        long_vessel = ctx.length_mm >= 30.0 * float(np.mean(ctx.spacing))  # room for three gaps
+        k = int(rng.integers(2, 4)) if long_vessel else 2
         edges = np.linspace(15.0, 85.0, k + 1)
         gaps = []
         for a, b in zip(edges[:-1], edges[1:]):
@@ -156,6 +168,11 @@ def sample_params(label_map: np.ndarray, label: int, error_type: str, geometry: 
     return params
 
 
+def _pieces(mask: np.ndarray, min_size: int) -> int:
+    sizes = np.bincount(cc3d.connected_components(mask.astype(np.uint8), connectivity=26).ravel())[1:]
+    return int((sizes >= min_size).sum())
+
+
 def has_effect(label_map: np.ndarray, error: Dict[str, Any], new_mask: np.ndarray) -> bool:
     """Does the erroneous mask show what the error type claims (checked before an error is accepted)?"""
     old = label_map == error["label"]
@@ -170,8 +187,10 @@ def has_effect(label_map: np.ndarray, error: Dict[str, Any], new_mask: np.ndarra
     if t == "shortening":
         return 0 < n_new < n_old
     if t in ("disconnection", "fragmentation"):
+        # count only pieces a reader would call a piece: crumbs of a few voxels do not make a gap visible
+        min_size = max(MIN_PIECE_VOXELS, int(0.03 * n_old))
         need = 1 if t == "disconnection" else 2
-        return component_count(new_mask) >= component_count(old) + need
+        return _pieces(new_mask, min_size) >= _pieces(old, min_size) + need
     return False
 
 
