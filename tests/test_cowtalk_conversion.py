@@ -281,7 +281,12 @@ def test_instruction_templates():
 def test_dataset_json_and_files(converted, phantom):
     ds = converted[0]
     meta = json.loads((ds / "dataset.json").read_text())
-    assert meta["file_ending"] == ".nii.gz" and meta["vocabulary"] == "topcow"
+    assert meta["file_ending"] == ".nii.gz"
+    # the dataset's own vocabulary: TopCoW terms on the contiguous ids (3rd-A2 = 13), valid for this dataset
+    from nnunetv2_text.text.vocabulary import load_vocabulary, validate_against_dataset
+    vocab = load_vocabulary(ds / "vocabulary.json", meta["labels"])
+    validate_against_dataset(vocab, meta["labels"])
+    assert 15 not in vocab.label_values() and 13 in vocab.label_values()
     assert meta["numTraining"] == 3 * 2
     assert meta["labels"] == DATASET_LABELS
     assert meta["channel_names"]["0"] == "zscore"  # CT and MR mixed

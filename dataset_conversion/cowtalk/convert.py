@@ -9,6 +9,7 @@ output and renamed into place only when complete. See docs/COWTALK.md.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import multiprocessing
 import os
@@ -23,10 +24,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_text.text.vocabulary import resolve_vocabulary_path
 from nnunetv2_text.utils.io import atomic_write_json
 
 from .centerline import Geometry
-from .constants import (CONTIGUOUS_TO_TOPCOW, DATASET_LABELS, NUM_SHAPE_CHANNELS, SHAPE_CHANNEL_ORDER,
+from .constants import (TOPCOW_TO_CONTIGUOUS, CONTIGUOUS_TO_TOPCOW, DATASET_LABELS, NUM_SHAPE_CHANNELS, SHAPE_CHANNEL_ORDER,
                         shape_channels, to_contiguous)
 from .inputs import ConversionError, Subject, apply_split, find_subjects, reference_geometry, validate_subjects
 from .instructions import make_record
@@ -96,6 +98,16 @@ def _convert_subject(job: Dict[str, Any]) -> List[Dict[str, Any]]:
     return records
 
 
+def contiguous_vocabulary() -> Dict[str, Any]:
+    """The shipped TopCoW vocabulary with this dataset's contiguous label ids (15 -> 13); it is found by
+    ``nnUNetv2_text_embed`` as ``vocabulary.json`` beside dataset.json."""
+    vocab = json.loads(resolve_vocabulary_path(VOCABULARY).read_text(encoding="utf-8"))
+    for c in vocab["concepts"]:
+        c["labels"] = [TOPCOW_TO_CONTIGUOUS.get(int(v), int(v)) for v in c["labels"]]
+    vocab["name"] = "TopCoW (CoWTalk contiguous ids)"
+    return vocab
+
+
 def _dataset_json(name: str, subjects: Sequence[Subject], n_train: int, modality: str, no_image: bool,
                   variants: int, seed: int) -> Dict[str, Any]:
     modalities = sorted({s.modality for s in subjects})
@@ -109,7 +121,6 @@ def _dataset_json(name: str, subjects: Sequence[Subject], n_train: int, modality
         "labels": dict(DATASET_LABELS),
         "numTraining": n_train,
         "file_ending": FILE_ENDING,
-        "vocabulary": VOCABULARY,
         "cowtalk": {
             "shape_channels": {str(first + k): t for k, t in enumerate(SHAPE_CHANNEL_ORDER)},
             "label_mapping": {str(k): v for k, v in CONTIGUOUS_TO_TOPCOW.items()},
@@ -180,6 +191,7 @@ def convert(topcow_folder: Path, dataset_id: int, output_root: Optional[Path] = 
         shutil.rmtree(tmp / ".cache", ignore_errors=True)
         n_train = sum(r["split"] == "train" for r in records)
         atomic_write_json(tmp / "dataset.json", _dataset_json(name, subjects, n_train, modality, no_image, variants, seed))
+        atomic_write_json(tmp / "vocabulary.json", contiguous_vocabulary())
         atomic_write_json(tmp / "cowtalk_variants.json", {
             "format": "nnunetv2_text.cowtalk_variants", "version": 1, "dataset": final.name,
             "seed": seed, "variants": variants, "records": records})

@@ -62,7 +62,10 @@ class PromptDecoder(nn.Module):
 
     def __init__(self, text_dim: int, image_channels: int, dim: int, layers: int, heads: int, ffn_dim: int):
         super().__init__()
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        # the LayerNorm gives the text query the scale of the image tokens: normalised sentence embeddings
+        # projected by a freshly initialised Linear are ~30x smaller, and the first attention residual
+        # would otherwise drown the text in image content
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim))
         self.image_proj = nn.Sequential(nn.Linear(image_channels, dim), nn.LayerNorm(dim))
         self.layers = nn.ModuleList([PromptDecoderLayer(dim, heads, ffn_dim) for _ in range(layers)])
         self.norm_out = nn.LayerNorm(dim)
@@ -94,10 +97,9 @@ class StageAdapter(nn.Module):
 def fuse(features: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
     """VoxTell fusion y = concat(z', T . z'): G new channels, each a dot product over C.
 
-    features (B*N, C, *grid), guidance (B*N, G, C) -> (B*N, C + G, *grid). The product is scaled by
-    1/sqrt(C) so its magnitude does not grow with the stage width.
+    features (B*N, C, *grid), guidance (B*N, G, C) -> (B*N, C + G, *grid).
     """
-    g = torch.einsum("bc...,bgc->bg...", features, guidance.to(features.dtype)) / math.sqrt(features.shape[1])
+    g = torch.einsum("bc...,bgc->bg...", features, guidance.to(features.dtype))
     return torch.cat((features, g), 1)
 
 

@@ -1,6 +1,7 @@
 """The text-promptable UNet: an nnU-Net encoder, a prompt decoder, stage adapters, a fusing decoder."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import List, Optional
 
 import torch
@@ -25,6 +26,7 @@ class TextPromptableUNet(nn.Module):
                  deep_supervision: bool = True):
         super().__init__()
         self.config = config
+        self.bound_text: Optional[torch.Tensor] = None
         self.encoder = encoder
         chans = list(encoder.output_channels)
         dec_chans = stage_channels(chans)
@@ -55,8 +57,21 @@ class TextPromptableUNet(nn.Module):
             guidance[int(s)] = adapter(q)  # (B, N, G, C_s)
         return self.decoder(skips, guidance, text.shape[1])
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor):
+    def forward(self, x: torch.Tensor, text: Optional[torch.Tensor] = None):
+        if text is None:  # prompts bound beforehand, so code that calls network(x) (nnU-Net's) works
+            text = self.bound_text
+            if text is None:
+                raise ValueError("no text given and none bound (see bind_text)")
         return self.decode(self.encode(x), text)
+
+    @contextmanager
+    def bind_text(self, text: torch.Tensor):
+        """Within the block, ``network(x)`` uses ``text``: lets nnU-Net's own steps call the network."""
+        previous, self.bound_text = self.bound_text, text
+        try:
+            yield self
+        finally:
+            self.bound_text = previous
 
     @staticmethod
     def initialize(module: nn.Module) -> None:

@@ -15,8 +15,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", required=True, help="input folder (nnU-Net naming: CASE_0000.nii.gz, ...)")
     p.add_argument("-o", required=True, help="output folder")
-    p.add_argument("--prompts", required=True, help="prompt file: one prompt per line, or JSON "
-                                                    '{"prompts": [...], "cases": {"CASE": [...]}}')
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--prompts", help="prompt file: one prompt per line, or JSON "
+                                        '{"prompts": [...], "cases": {"CASE": [...]}}')
+    what.add_argument("--instructions", help="refinement models (CoWTalk): instruction file, plain text or JSON "
+                                             '{"cases": {"CASE": "text" | ["chunk 1", "chunk 2"]}, "default": ...}')
+    p.add_argument("--iterations", type=int, default=1,
+                   help="refinement: repeat a single instruction this many times (each output fed back)")
     p.add_argument("-d", required=True, help="dataset id or name")
     p.add_argument("-c", required=True, help="configuration, e.g. 3d_fullres")
     p.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default: 0 1 2 3 4)")
@@ -52,7 +57,11 @@ def main(argv=None) -> int:
 
     ensure_ext_trainer_env()
     try:
-        spec = read_prompt_file(args.prompts)  # before loading anything heavy
+        if args.instructions:
+            from nnunetv2_text.inference.refine import read_instruction_file
+            spec = read_instruction_file(args.instructions)
+        else:
+            spec = read_prompt_file(args.prompts)  # before loading anything heavy
         device = torch.device(args.device)
         if device.type == "cpu":
             torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -62,14 +71,20 @@ def main(argv=None) -> int:
         folds = [f if f == "all" else int(f) for f in args.f]
         predictor.initialize_from_trained_model_folder(get_output_folder(args.d, args.tr, args.p, args.c), folds,
                                                        args.chk)
-        manifest = predict_folder(predictor, args.i, args.o, spec, args.save_probabilities,
-                                  args.continue_prediction, args.npp, args.nps, args.part_id, args.num_parts,
-                                  args.cache, args.text_device)
-    except (PromptFileError, InputError, EmbeddingCacheError, FileNotFoundError) as e:
+        if args.instructions:
+            from nnunetv2_text.inference.folder import list_input_cases
+            from nnunetv2_text.inference.refine import refine_folder
+            cases = list_input_cases(args.i, predictor.dataset_json["file_ending"], predictor.num_input_channels)
+            mine = dict(list(cases.items())[args.part_id::args.num_parts])
+            manifest = refine_folder(predictor, mine, args.o, spec, args.iterations)
+        else:
+            manifest = predict_folder(predictor, args.i, args.o, spec, args.save_probabilities,
+                                      args.continue_prediction, args.npp, args.nps, args.part_id, args.num_parts,
+                                      args.cache, args.text_device)
+    except (PromptFileError, InputError, EmbeddingCacheError, FileNotFoundError, ValueError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 2
-    n = sum(len(v) for v in manifest["cases"].values())
-    print(json.dumps({"output": args.o, "cases": len(manifest["cases"]), "masks": n}))
+    print(json.dumps({"output": args.o, "cases": len(manifest["cases"])}))
     return 0
 
 

@@ -108,7 +108,14 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
     folder = text_folder(preprocessed_dataset_base)
     folder.mkdir(parents=True, exist_ok=True)
     cache = EmbeddingCache(folder / CACHE_FILE)
-    texts = list(dict.fromkeys(list(vocabulary.all_terms()) + list(extra_texts)))
+    extra_texts = list(extra_texts)
+    if "cowtalk" in dataset_json:  # a refinement dataset: its instructions are cached like terms
+        from nnunetv2_text.text.instructions import INSTRUCTIONS_FILE, all_instruction_texts, read_case_instructions
+
+        cases = read_case_instructions(raw_dataset_folder, dataset_json)
+        extra_texts += all_instruction_texts(cases)
+        atomic_write_json(folder / INSTRUCTIONS_FILE, cases)
+    texts = list(dict.fromkeys(list(vocabulary.all_terms()) + extra_texts))
     for t in texts:
         if not t.strip():
             raise ValueError(f"{src}: empty text among the terms")

@@ -84,7 +84,7 @@ class TextFusionTrainer(nnUNetTrainer):
     def initialize(self):
         if not self.was_initialized:
             self.text = self.load_text()
-            self.text_config = TextNetworkConfig(text_dim=self.text.dim, **self.network_overrides)
+            self.text_config = TextNetworkConfig(text_dim=self.text.dim, **self.network_config_overrides())
             self.print_to_log_file(f"text: encoder {self.text.model_id} (dim {self.text.dim}), "
                                    f"{len(self.text.vocabulary.concepts)} concepts, {len(self.text.terms)} terms; "
                                    f"network {self.text_config.to_dict()}")
@@ -104,6 +104,9 @@ class TextFusionTrainer(nnUNetTrainer):
         mod = mod._orig_mod if isinstance(mod, OptimizedModule) else mod
         for head in list(mod.decoder.seg_layers)[:-1]:
             head.requires_grad_(False)
+
+    def network_config_overrides(self) -> dict:
+        return dict(self.network_overrides)
 
     def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
@@ -158,8 +161,10 @@ class TextFusionTrainer(nnUNetTrainer):
             else target.to(self.device, non_blocking=True)
         return data, target
 
-    def prompt_batch(self, batch: dict, target, training: bool):
-        """(text (B, N, dim), per-prompt targets like ``target``, concept ids (B, N)) for one batch."""
+    def prompt_batch(self, batch: dict, data: torch.Tensor, target, training: bool):
+        """(data, text (B, N, dim), per-prompt targets like ``target``, concept ids (B, N)) for one batch.
+
+        The hook a refinement trainer overrides: it may also edit the input (e.g. drop an error)."""
         full = target[0] if isinstance(target, list) else target
         if training:
             pb = self.prompt_sampler.sample(full)
@@ -171,7 +176,7 @@ class TextFusionTrainer(nnUNetTrainer):
         concepts = concepts.to(self.device)
         tgt = [self.concept_targets(t, concepts) for t in target] if isinstance(target, list) \
             else self.concept_targets(target, concepts)
-        return text, tgt, concepts
+        return data, text, tgt, concepts
 
     def _validation_concepts(self, seg: torch.Tensor) -> torch.Tensor:
         """Main terms of the single-label concepts (present ones first when there are too many)."""
@@ -190,7 +195,7 @@ class TextFusionTrainer(nnUNetTrainer):
 
     def train_step(self, batch: dict) -> dict:
         data, target = self._to_device(batch)
-        text, target, _ = self.prompt_batch(batch, target, training=True)
+        data, text, target, _ = self.prompt_batch(batch, data, target, training=True)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             output = self.network(data, text)
@@ -210,7 +215,7 @@ class TextFusionTrainer(nnUNetTrainer):
     def validation_step(self, batch: dict) -> dict:
         """Loss and per-concept tp/fp/fn of each single-label concept's main term (nnU-Net's pseudo Dice)."""
         data, target = self._to_device(batch)
-        text, target, concepts = self.prompt_batch(batch, target, training=False)
+        data, text, target, concepts = self.prompt_batch(batch, data, target, training=False)
         with self._autocast():
             output = self.network(data, text)
             loss = self.loss(output, target)
@@ -234,13 +239,20 @@ class TextFusionTrainer(nnUNetTrainer):
 
     def on_train_start(self):
         super().on_train_start()
-        if self.local_rank == 0:  # the predictor reads (and extends) the model's own copy of the cache
+        self._copy_text_to_results()
+        self._log_validation_order()
+
+    def _copy_text_to_results(self) -> None:
+        """The predictor reads (and extends) the model's own copy of the cache."""
+        if self.local_rank == 0:
             src = text_folder(self.preprocessed_dataset_folder_base)
             dst = Path(self.output_folder_base) / "text"
             dst.mkdir(parents=True, exist_ok=True)
             for f in src.iterdir():
                 if f.is_file():
                     shutil.copyfile(f, dst / f.name)
+
+    def _log_validation_order(self) -> None:
         names = [self.text.vocabulary.concepts[i].main for i in self.val_concepts]
         self.print_to_log_file(f"pseudo Dice is reported per concept, in this order: {names}")
 

@@ -1,4 +1,5 @@
 """Short-schedule trainers for the test suite, found by nnU-Net through nnUNet_extTrainer like a user's own."""
+from nnunetv2_text.training.cowtalk import CoWTalkRefineTrainer
 from nnunetv2_text.training.trainer import TextFusionTrainer
 
 
@@ -9,8 +10,16 @@ class TextFusionTrainer_testSmoke(TextFusionTrainer):
 
 
 class TextFusionTrainer_testLearn(TextFusionTrainer):
-    epochs = 4
-    iterations_per_epoch = 60
+    epochs = 10
+    iterations_per_epoch = 50
     val_iterations_per_epoch = 2
     network_overrides = {"prompt_dim": 128, "prompt_layers": 2, "prompt_heads": 4, "prompt_ffn_dim": 256,
                          "adapter_hidden": 256}
+
+
+class CoWTalkRefineTrainer_testSmoke(CoWTalkRefineTrainer):
+    epochs = 1
+    iterations_per_epoch = 3
+    val_iterations_per_epoch = 1
+    network_overrides = {"prompt_dim": 64, "prompt_layers": 1, "prompt_heads": 4, "prompt_ffn_dim": 128,
+                         "adapter_hidden": 64}

@@ -1,0 +1,74 @@
+"""Shared pieces of the benchmarks: ResEnc arch kwargs as nnU-Net's ResEncM planner writes them, the
+plain nnU-Net network built by nnU-Net itself, and the text network built by our one builder."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+REQ = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+
+
+def resenc_m_arch(patch: Sequence[int]) -> dict:
+    """ResEncM arch kwargs for an isotropic patch (6 stages at 128^3, fewer for small patches)."""
+    n = 6
+    while n > 2 and min(patch) // 2 ** (n - 1) < 4:
+        n -= 1
+    features = [min(32 * 2 ** i, 320) for i in range(n)]
+    return {"n_stages": n, "features_per_stage": features, "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[3, 3, 3]] * n, "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
+            "n_blocks_per_stage": [1, 3, 4, 6, 6, 6][:n], "n_conv_per_stage_decoder": [1] * (n - 1),
+            "conv_bias": True, "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}}
+
+
+def arch_from_plans(plans_file: Optional[str], patch: Sequence[int]) -> dict:
+    if plans_file is None:
+        return resenc_m_arch(patch)
+    plans = json.loads(Path(plans_file).read_text())
+    return plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+
+
+def plain_network(arch: dict, in_ch: int = 1, num_classes: int = 2, ds: bool = True):
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    return get_network_from_plans("dynamic_network_architectures.architectures.unet.ResidualEncoderUNet", arch,
+                                  REQ, in_ch, num_classes, allow_init=True, deep_supervision=ds)
+
+
+def text_network(arch: dict, in_ch: int = 1, text_dim: int = 384, ds: bool = True, **overrides):
+    from nnunetv2_text.network import TextNetworkConfig, build_text_network
+
+    return build_text_network(arch, REQ, in_ch, TextNetworkConfig(text_dim=text_dim, **overrides), ds)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device, warmup: int, reps: int) -> float:
+    """Median seconds per call after warm-up (compile happens during warm-up)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,161 @@
+"""Instruction-guided refinement (CoWTalk models): one step or several, each output fed back as the shape.
+
+A refinement model takes the image and the current shape (one binary channel per class) plus an
+instruction, and returns a multi-class label map. Iterating feeds that map back as the new shape
+channels: with a list of instruction chunks, one step per chunk (CoWTalk found splitting long
+instructions helps); with ``iterations`` > 1 and one instruction, the same instruction repeatedly.
+Every step's output is kept (``<case>_step<k>.nii.gz``) and the last is also ``<case>.nii.gz``;
+label ids are mapped back to the dataset's original convention (e.g. 13 -> 15 for TopCoW's 3rd-A2).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from nnunetv2_text.inference.prompt_file import PromptFileError
+from nnunetv2_text.utils.io import atomic_path, atomic_write_json
+
+
+def read_instruction_file(path) -> Dict[str, Union[str, List[str]]]:
+    """JSON ``{"cases": {"<case>": "text" | ["chunk 1", "chunk 2"]}, "default": ...}`` or plain text for all."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise PromptFileError(f"{path}: instruction file not found") from None
+    except UnicodeDecodeError as e:
+        raise PromptFileError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if path.suffix == ".json" or raw.lstrip().startswith("{"):
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise PromptFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        out = dict(obj.get("cases", {}))
+        if "default" in obj:
+            out["*"] = obj["default"]
+    else:
+        out = {"*": raw.strip()}
+    for case, v in out.items():
+        chunks = [v] if isinstance(v, str) else v
+        if not chunks or any(not isinstance(c, str) or not c.strip() for c in chunks):
+            raise PromptFileError(f"{path}: case '{case}': empty instruction")
+    return out
+
+
+def instruction_steps(spec: Dict[str, Union[str, List[str]]], case: str, iterations: int) -> List[str]:
+    v = spec.get(case, spec.get("*"))
+    if v is None:
+        raise PromptFileError(f"no instruction for case '{case}'")
+    return [v] * iterations if isinstance(v, str) else list(v)
+
+
+class Refiner:
+    """Wraps a :class:`TextPredictor` holding a multi-class refinement model."""
+
+    def __init__(self, predictor):
+        self.p = predictor
+        ct = predictor.dataset_json.get("cowtalk")
+        if ct is None or predictor.network_config.outputs_per_prompt < 2:
+            raise ValueError("not a refinement model: its dataset.json has no 'cowtalk' entry")
+        self.shape_channels = {int(ch): int(v) for ch, v in ct["shape_channels"].items()}  # channel -> original id
+        self.to_original = {int(k): int(v) for k, v in ct.get("label_mapping", {}).items()}
+
+    def contiguous(self, original_id: int) -> int:
+        return {v: k for k, v in self.to_original.items()}.get(original_id, original_id)
+
+    def step(self, data: np.ndarray, props: dict, instruction: str) -> np.ndarray:
+        """One refinement: raw channels (C, *spatial) -> label map (contiguous ids) in the input layout."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        p = self.p
+        pre = p.configuration_manager.preprocessor_class(verbose=False)
+        d, _, pprops = pre.run_case_npy(data.copy(), None, dict(props), p.plans_manager, p.configuration_manager,
+                                        p.dataset_json)
+        logits = p.predict_case_logits(torch.from_numpy(d).float(), p.embed_prompts([instruction]))
+        lm = p.plans_manager.get_label_manager(p.dataset_json)
+        return convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, p.plans_manager, p.configuration_manager, lm, pprops)
+
+    def feed_back(self, data: np.ndarray, seg: np.ndarray) -> np.ndarray:
+        out = data.copy()
+        for ch, original in self.shape_channels.items():
+            out[ch] = (seg == self.contiguous(original)).astype(data.dtype)
+        return out
+
+    def refine(self, files: Sequence[str], steps: Sequence[str]):
+        """-> ([label map per step], properties of the input images)."""
+        data, props = self.p.plans_manager.image_reader_writer_class().read_images(list(files))
+        outs = []
+        for instruction in steps:
+            seg = self.step(data, props, instruction)
+            outs.append(seg)
+            data = self.feed_back(data, seg)
+        return outs, props
+
+    def to_original_ids(self, seg: np.ndarray) -> np.ndarray:
+        out = seg.astype(np.uint16 if max(self.to_original.values(), default=0) > 255 else np.uint8)
+        for k, v in self.to_original.items():
+            out[seg == k] = v
+        return out
+
+
+def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, spec, iterations: int = 1) -> dict:
+    refiner = Refiner(predictor)
+    steps_of = {c: instruction_steps(spec, c, iterations) for c in cases}  # all checked before writing
+    rw = predictor.plans_manager.image_reader_writer_class()
+    ending = predictor.dataset_json["file_ending"]
+    manifest = {"format": "nnunetv2_text.refinement", "version": 1, "cases": {}}
+    for case, files in cases.items():
+        outs, props = refiner.refine(files, steps_of[case])
+        entry = []
+        for k, (seg, instr) in enumerate(zip(outs, steps_of[case])):
+            name = f"{case}_step{k + 1}{ending}"
+            with atomic_path(Path(output_folder) / name) as tmp:
+                rw.write_seg(refiner.to_original_ids(seg), tmp, props)
+            entry.append({"step": k + 1, "instruction": instr, "file": name})
+        with atomic_path(Path(output_folder) / f"{case}{ending}") as tmp:
+            rw.write_seg(refiner.to_original_ids(outs[-1]), tmp, props)
+        manifest["cases"][case] = {"final": f"{case}{ending}", "steps": entry}
+    atomic_write_json(Path(output_folder) / "refinement.json", manifest)
+    return manifest
+
+
+def validate_refinement(trainer) -> dict:
+    """Final validation of a refinement trainer: per-class Dice of the refined validation cases."""
+    from nnunetv2_text.inference.predictor import TextPredictor
+    from nnunetv2_text.text.instructions import join_instructions
+
+    trainer.set_deep_supervision_enabled(False)
+    trainer.network.eval()
+    predictor = TextPredictor(device=trainer.device, allow_tqdm=False)
+    predictor.initialize_from_trainer(trainer)
+    index = trainer.text.term_index()
+    _, val_keys = trainer.do_split()
+    dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, val_keys)
+    n_classes = trainer.label_manager.num_segmentation_heads
+    per_case = {}
+    for key in val_keys:
+        data, seg, _, _ = dataset.load_case(key)
+        errors = [e for e in trainer.instructions[key] if e["type"] != "none"]
+        text = join_instructions(errors, "short") if errors else trainer.instructions[key][0]["short"]
+        emb = trainer.text.embeddings[[index[text]]]
+        logits = predictor.predict_case_logits(torch.from_numpy(np.asarray(data)).float(), emb)
+        pred, ref = logits.argmax(0).numpy(), np.asarray(seg)[0]
+        dices = {}
+        for c in range(1, n_classes):
+            s = (pred == c).sum() + (ref == c).sum()
+            dices[str(c)] = None if s == 0 else float(2 * ((pred == c) & (ref == c)).sum() / s)
+        per_case[key] = dices
+    vals = [v for d in per_case.values() for v in d.values() if v is not None]
+    summary = {"metric": "Dice per class after one refinement step (preprocessed space)",
+               "mean": float(np.mean(vals)) if vals else None, "per_case": per_case}
+    out = Path(trainer.output_folder) / "validation"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "summary.json", summary)
+    trainer.print_to_log_file(f"Refinement validation mean Dice: {summary['mean']}")
+    trainer.set_deep_supervision_enabled(True)
+    return summary

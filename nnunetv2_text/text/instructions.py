@@ -1,0 +1,62 @@
+"""Corrective instructions of a refinement dataset (CoWTalk), prepared for training like a vocabulary.
+
+The conversion writes one JSON per case (``instructionsTr/<case>.json``, format in docs/COWTALK.md).
+``nnUNetv2_text_embed`` condenses them into ``text/instructions.json`` in the preprocessed dataset::
+
+    {"<case>": [{"type": "local_thinning", "label": 5, "short": "...", "long": "..."}, ...]}
+
+with labels already in the dataset's contiguous ids, and caches the embedding of every text training
+can ask for: for each case the join of every non-empty subset of its errors' instructions (errors may
+be dropped or left uncorrected during training), short and long, plus :data:`NO_CHANGE`.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence
+
+NO_CHANGE = "The segmentation is correct; leave it unchanged."
+INSTRUCTIONS_FILE = "instructions.json"
+
+
+def join_instructions(errors: Sequence[dict], kind: str) -> str:
+    """One instruction text for the given errors ('short' or 'long'); none left -> :data:`NO_CHANGE`."""
+    return " ".join(e[kind] for e in errors) if errors else NO_CHANGE
+
+
+def read_case_instructions(raw_dataset: Path, dataset_json: dict, folders: Iterable[str] = ("instructionsTr",
+                                                                                             "instructionsTs")
+                           ) -> Dict[str, List[dict]]:
+    """Case -> its errors with contiguous label ids (``"none"`` variants keep their own sentence)."""
+    to_contiguous = {int(v): int(k) for k, v in dataset_json.get("cowtalk", {}).get("label_mapping", {}).items()}
+    out: Dict[str, List[dict]] = {}
+    for sub in folders:
+        folder = Path(raw_dataset) / sub
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.glob("*.json")):
+            rec = json.loads(f.read_text(encoding="utf-8"))
+            errors = []
+            for e in rec["errors"]:
+                if e["type"] != "none" and e["label"] is None:
+                    raise ValueError(f"{f}: error of type {e['type']} has no label")
+                errors.append({"type": e["type"],
+                               "label": None if e["label"] is None else to_contiguous.get(int(e["label"]), int(e["label"])),
+                               "short": e["instruction_short"], "long": e["instruction_long"]})
+            out[rec["case_id"]] = errors
+    return out
+
+
+def all_instruction_texts(cases: Dict[str, List[dict]]) -> List[str]:
+    texts = {NO_CHANGE: None}
+    for errors in cases.values():
+        real = [e for e in errors if e["type"] != "none"]
+        for e in errors:
+            if e["type"] == "none":
+                texts[e["short"]] = texts[e["long"]] = None
+        for k in range(1, len(real) + 1):
+            for subset in itertools.combinations(real, k):
+                for kind in ("short", "long"):
+                    texts[join_instructions(subset, kind)] = None
+    return list(texts)

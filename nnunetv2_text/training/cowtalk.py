@@ -1,0 +1,125 @@
+"""CoWTalkRefineTrainer: repair an erroneous vessel shape as a corrective instruction says.
+
+Input: the image (channel 0, absent with ``--no-image``) and the erroneous shape as one binary channel
+per class; text: the case's instruction; output: the full multi-class label map (one prompt with K
+outputs: ``outputs_per_prompt`` = the dataset's classes), trained with nnU-Net's own Dice + CE.
+
+Augmentations of the CoWTalk paper, applied per sample and error at batch time:
+- with ``p_drop_error`` an error is dropped: its class channel shows the correct shape and its
+  instruction is removed;
+- with ``p_leave_uncorrected`` an error stays in the target and its instruction is removed (the model
+  must change only what it is told);
+- the short or the long instruction is used with equal probability.
+nnU-Net's intensity augmentations touch only the image channel; shape channels are re-binarised after
+the spatial transform (which interpolates every channel).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch.nn import functional as F
+
+from nnunetv2_text.text.dataset_text import load_dataset_text, text_folder
+from nnunetv2_text.text.instructions import INSTRUCTIONS_FILE, join_instructions
+from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
+from nnunetv2_text.training.trainer import TextFusionTrainer
+
+
+class CoWTalkRefineTrainer(TextFusionTrainer):
+    p_drop_error: float = 0.2
+    p_leave_uncorrected: float = 0.1
+    p_long_instruction: float = 0.5
+    num_positive_prompts = 1
+    num_negative_prompts = 0
+
+    # ------------------------------------------------------------------ setup
+    def load_text(self):
+        f = text_folder(self.preprocessed_dataset_folder_base) / INSTRUCTIONS_FILE
+        if not f.is_file():
+            raise FileNotFoundError(f"{f} is missing: run nnUNetv2_text_embed on the CoWTalk dataset")
+        self.instructions = json.loads(f.read_text(encoding="utf-8"))
+        ct = self.dataset_json["cowtalk"]
+        # input channel of each class's shape, keyed by the dataset's contiguous label id
+        self.shape_channel_of = {self._contiguous(int(v)): int(ch) for ch, v in ct["shape_channels"].items()}
+        self.image_channels = [] if ct.get("no_image") else [int(ct.get("image_channel") or 0)]
+        from nnunetv2_text.text.instructions import all_instruction_texts
+
+        return load_dataset_text(self.preprocessed_dataset_folder_base, self.dataset_json,
+                                 extra_texts=all_instruction_texts(self.instructions))
+
+    def _to_topcow(self) -> dict:
+        return {int(k): int(v) for k, v in self.dataset_json["cowtalk"].get("label_mapping", {}).items()}
+
+    def _contiguous(self, topcow_id: int) -> int:
+        return {v: k for k, v in self._to_topcow().items()}.get(topcow_id, topcow_id)
+
+    def network_config_overrides(self) -> dict:
+        return {**self.network_overrides, "outputs_per_prompt": self.label_manager.num_segmentation_heads}
+
+    def _build_loss(self):
+        return nnUNetTrainer._build_loss(self)  # nnU-Net's multi-class Dice + CE with deep supervision
+
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's pipeline with every intensity transform restricted to the image channel."""
+        pipeline = nnUNetTrainer.get_training_transforms(*args, **kwargs)
+        for i, t in enumerate(pipeline.transforms):
+            if isinstance(t, RandomTransform) and is_intensity_transform(t.transform):
+                pipeline.transforms[i] = OnlyChannels(t, self.image_channels)
+        return pipeline
+
+    # ------------------------------------------------------------------ batches
+    def prompt_batch(self, batch: dict, data: torch.Tensor, target, training: bool):
+        targets = target if isinstance(target, list) else [target]
+        shape_ch = sorted(self.shape_channel_of.values())
+        data[:, shape_ch] = (data[:, shape_ch] > 0.5).to(data.dtype)
+        index = self.text.term_index()
+        rows = []
+        for b, key in enumerate(batch["keys"]):
+            kept, errors = [], self.instructions[key]
+            for e in errors:
+                if e["type"] == "none":
+                    kept.append(e)
+                    continue
+                u = np.random.random() if training else 1.0
+                ch = self.shape_channel_of[e["label"]]
+                if u < self.p_drop_error:  # input shows the correct shape, instruction removed
+                    data[b, ch] = (targets[0][b, 0] == e["label"]).to(data.dtype)
+                elif u < self.p_drop_error + self.p_leave_uncorrected:  # the target keeps the error
+                    for t in targets:
+                        shape = F.interpolate(data[b:b + 1, ch:ch + 1], size=t.shape[2:], mode="nearest")[0, 0]
+                        t[b, 0][t[b, 0] == e["label"]] = 0
+                        t[b, 0][(shape > 0.5) & (t[b, 0] == 0)] = e["label"]
+                else:
+                    kept.append(e)
+            real = [e for e in kept if e["type"] != "none"]
+            kind = "long" if training and np.random.random() < self.p_long_instruction else "short"
+            text = join_instructions(real, kind) if real or not kept else kept[0][kind]
+            rows.append(index[text])
+        text = self.term_embeddings[torch.tensor(rows, device=self.device)][:, None]  # (B, 1, dim)
+        return data, text, target, None
+
+    def validation_step(self, batch: dict) -> dict:
+        data, target = self._to_device(batch)
+        data, text, target, _ = self.prompt_batch(batch, data, target, training=False)
+        net = self.network.module if self.is_ddp else self.network
+        net = getattr(net, "_orig_mod", net)
+        with net.bind_text(text):  # nnU-Net's own multi-class validation step, unchanged
+            return nnUNetTrainer.validation_step(self, {**batch, "data": data, "target": target})
+
+    def _log_validation_order(self) -> None:
+        pass  # pseudo Dice is nnU-Net's per-class one here
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        """Refine each validation case with its (short) instruction and report per-class Dice."""
+        from nnunetv2_text.inference.refine import validate_refinement
+
+        validate_refinement(self)
+
+
+class CoWTalkRefineTrainer_5epochs(CoWTalkRefineTrainer):
+    epochs = 5

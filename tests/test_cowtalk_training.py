@@ -1,0 +1,85 @@
+"""CoWTalk refinement: converted phantom -> real nnU-Net planning -> CoWTalkRefineTrainer -> refinement."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import cli, run_cli
+from dataset_conversion.cowtalk.phantom import write_phantom_topcow
+from nnunetv2_text.demo.pipeline import derive_plans
+from nnunetv2_text.training.channel_transforms import OnlyChannels
+from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+
+DATASET_ID = 992
+PLANS = "nnUNetResEncUNetTinyPlans"
+TRAINER = "CoWTalkRefineTrainer_testSmoke"
+
+
+def test_intensity_augmentation_touches_only_the_image_channel():
+    image = torch.zeros(4, 8, 8, 8)
+    image[1:, 2:5] = 1  # binary shape channels
+    t = OnlyChannels(GaussianNoiseTransform(noise_variance=(0.5, 0.5), p_per_channel=1), [0])
+    out = t(image=image.clone())["image"]
+    assert out[0].abs().sum() > 0
+    torch.testing.assert_close(out[1:], image[1:])
+
+
+@pytest.fixture(scope="module")
+def cowtalk_model(nnunet_env, tmp_path_factory):
+    topcow = tmp_path_factory.mktemp("topcow")
+    write_phantom_topcow(topcow, n_subjects=3, modalities=("ct",), seed=0)
+    run_cli([cli("nnUNetv2_text_convert_cowtalk"), "-i", str(topcow), "-d", str(DATASET_ID), "--variants", "2",
+             "--modality", "ct", "--seed", "0"], nnunet_env)
+    raw = next(Path(nnunet_env["nnUNet_raw"]).glob(f"Dataset{DATASET_ID}_*"))
+    run_cli([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-pl", "nnUNetPlannerResEncM", "-c",
+             "3d_fullres", "-np", "1"], nnunet_env)
+    pre = Path(nnunet_env["nnUNet_preprocessed"]) / raw.name
+    derive_plans(pre, "nnUNetResEncUNetMPlans", PLANS, features=(8, 16, 32, 64), blocks=(1, 1, 1, 1), batch_size=2)
+    run_cli([cli("nnUNetv2_text_embed"), "-d", str(DATASET_ID)], nnunet_env)
+    run_cli([cli("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS,
+             "-device", "cpu"], nnunet_env)
+    folder = Path(nnunet_env["nnUNet_results"]) / raw.name / f"{TRAINER}__{PLANS}__3d_fullres"
+    return {"raw": raw, "pre": pre, "folder": folder}
+
+
+def test_refinement_trainer_trains_and_records_instructions(cowtalk_model):
+    instr = json.loads((cowtalk_model["pre"] / "text" / "instructions.json").read_text())
+    assert len(instr) == 6 and all(isinstance(v, list) for v in instr.values())
+    ckpt = torch.load(cowtalk_model["folder"] / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["text"]["network_config"]["outputs_per_prompt"] == 14  # background + 13 vessel classes
+    summary = json.loads((cowtalk_model["folder"] / "fold_0" / "validation" / "summary.json").read_text())
+    assert summary["per_case"]
+
+
+def test_iterative_refinement_keeps_every_step(cowtalk_model, nnunet_env, tmp_path):
+    raw = cowtalk_model["raw"]
+    case = sorted(p.name[:-12] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))[0]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for f in (raw / "imagesTr").glob(f"{case}_*.nii.gz"):
+        (inp / f.name).write_bytes(f.read_bytes())
+    record = json.loads((raw / "instructionsTr" / f"{case}.json").read_text())
+    instructions = tmp_path / "instructions.json"
+    instructions.write_text(json.dumps({"cases": {case: [e["instruction_short"] for e in record["errors"]][:2]
+                                                  + ["Leave everything else unchanged."]}}))
+    out = tmp_path / "out"
+    run_cli([cli("nnUNetv2_text_predict"), "-i", str(inp), "-o", str(out), "--instructions", str(instructions),
+             "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", PLANS, "-device", "cpu"],
+            nnunet_env)
+    manifest = json.loads((out / "refinement.json").read_text())
+    steps = manifest["cases"][case]["steps"]
+    assert len(steps) == min(2, len(record["errors"])) + 1
+    src = sitk.ReadImage(str(inp / f"{case}_0000.nii.gz"))
+    for s in steps + [{"file": manifest["cases"][case]["final"]}]:
+        img = sitk.ReadImage(str(out / s["file"]))
+        assert img.GetSize() == src.GetSize()
+        np.testing.assert_allclose(img.GetSpacing(), src.GetSpacing())
+        np.testing.assert_allclose(img.GetDirection(), src.GetDirection())
+        values = set(np.unique(sitk.GetArrayFromImage(img)).tolist())
+        assert values <= set(range(13)) | {15}, values  # exported in TopCoW ids (13 -> 15)

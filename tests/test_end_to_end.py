@@ -1,0 +1,118 @@
+"""The real commands on the toy dataset: plan, embed, train (encoder unimportable), validate, predict.
+
+The toy images hold a ball, a box and (in two of three cases) a rod of similar brightness; only the
+prompt says which to segment. The session fixtures in conftest.py train one small model for all tests.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from nnunetv2_text.inference.api import TextSegmenter
+from nnunetv2_text.inference.predictor import TextPredictor
+
+POSITIVE = {"ball": [1], "box": [2], "rod": [3], "sphere": [1], "the cubic object": [2], "all shapes": [1, 2, 3]}
+
+
+def read(path):
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def dice(a, b):
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2 * np.logical_and(a, b).sum() / s
+
+
+def test_planning_used_resenc_and_embedding_cache_exists(toy_dataset):
+    plans = json.loads((toy_dataset["preprocessed"] / "nnUNetResEncUNetMPlans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    assert arch["network_class_name"].endswith("ResidualEncoderUNet")
+    text = toy_dataset["preprocessed"] / "text"
+    assert {p.name for p in text.iterdir()} >= {"embeddings.safetensors", "vocabulary.json", "encoder.json"}
+
+
+def test_training_checkpoint_records_text_and_never_mirrors_left_right(trained_model):
+    ckpt = torch.load(trained_model["folder"] / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                      weights_only=False)
+    text = ckpt["text"]
+    assert text["model_id"] == "sentence-transformers/all-MiniLM-L6-v2" and text["embedding_dim"] == 384
+    assert len(text["vocabulary_sha256"]) == 64 and text["network_config"]["text_dim"] == 384
+    assert ckpt["trainer_name"] == "TextFusionTrainer_testLearn"
+    # toy images have an identity direction: left-right is sitk x, the last array axis
+    assert text["left_right_axis"] == 2 and 2 not in ckpt["inference_allowed_mirroring_axes"]
+    summary = json.loads((trained_model["folder"] / "fold_0" / "validation" / "summary.json").read_text())
+    assert set(summary["per_concept"]) == {"ball", "box", "rod"}
+
+
+def test_learned_prompts_segment_what_they_name(predictions, toy_dataset):
+    manifest = predictions["manifest"]
+    labels = toy_dataset["raw"] / "labelsTs"
+    scores = {}
+    for case, prompts in manifest["cases"].items():
+        ref = read(labels / f"{case}.nii.gz")
+        for prompt, rec in prompts.items():
+            gt = np.isin(ref, POSITIVE[prompt])
+            pred = read(predictions["folder"] / rec["file"]) > 0
+            if gt.any():
+                scores.setdefault(prompt, []).append(dice(pred, gt))
+            else:  # negative prompt (no rod in this case): an (almost) empty mask
+                assert pred.sum() < 0.05 * np.isin(ref, [1, 2]).sum() / 2, (case, prompt, int(pred.sum()))
+    for prompt in ("ball", "box", "rod", "sphere"):
+        assert np.mean(scores[prompt]) > 0.8, (prompt, scores[prompt])
+
+
+def test_swapping_prompts_swaps_the_masks(trained_model, toy_dataset):
+    seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
+    image = toy_dataset["raw"] / "imagesTs" / "toy_008_0000.nii.gz"
+    ref = read(toy_dataset["raw"] / "labelsTs" / "toy_008.nii.gz")
+    ab = seg.predict(image, ["ball", "box"])
+    ba = seg.predict(image, ["box", "ball"])
+    assert dice(ab["ball"] > 0, ref == 1) > 0.8 and dice(ab["box"] > 0, ref == 2) > 0.8
+    assert dice(ab["ball"] > 0, ref == 2) < 0.2  # the text, not the image, picks the structure
+    np.testing.assert_array_equal(ab["ball"], ba["ball"])
+    # at network level: the same tile, text rows swapped -> output channels swapped
+    p = seg.predictor
+    emb = p.embed_prompts(["ball", "box"])
+    x = torch.randn(1, 1, *p.configuration_manager.patch_size)
+    with torch.no_grad():
+        out = p.network(x, torch.from_numpy(emb)[None])
+        out_sw = p.network(x, torch.from_numpy(emb[[1, 0]])[None])
+    torch.testing.assert_close(out_sw, out[:, [1, 0]])
+
+
+def test_prediction_geometry_and_manifest(predictions, toy_dataset):
+    manifest = predictions["manifest"]
+    cases = sorted(p.name[:-12] for p in (toy_dataset["raw"] / "imagesTs").glob("*_0000.nii.gz"))
+    assert sorted(manifest["cases"]) == cases
+    for case in cases:
+        assert list(manifest["cases"][case]) == list(POSITIVE)  # every (case, prompt), in file order
+        src = sitk.ReadImage(str(toy_dataset["raw"] / "imagesTs" / f"{case}_0000.nii.gz"))
+        for prompt, rec in manifest["cases"][case].items():
+            out = sitk.ReadImage(str(predictions["folder"] / rec["file"]))
+            assert out.GetSize() == src.GetSize()
+            np.testing.assert_allclose(out.GetSpacing(), src.GetSpacing())
+            np.testing.assert_allclose(out.GetOrigin(), src.GetOrigin())
+            np.testing.assert_allclose(out.GetDirection(), src.GetDirection())
+            arr = sitk.GetArrayFromImage(out)
+            assert set(np.unique(arr)) <= {0, 1} and rec["voxels"] == int(arr.sum())
+            assert abs(rec["volume_ml"] - arr.sum() * np.prod(src.GetSpacing()) / 1000) < 1e-3
+    assert src.GetDirection() != (1, 0, 0, 0, 1, 0, 0, 0, 1) and len(set(src.GetSpacing())) == 3
+
+
+def test_predictor_refuses_checkpoint_of_plain_nnunet(tmp_path, trained_model):
+    import shutil
+    folder = tmp_path / "model"
+    shutil.copytree(trained_model["folder"], folder)
+    ckpt = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    del ckpt["text"]
+    torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
+    p = TextPredictor(device=torch.device("cpu"))
+    try:
+        p.initialize_from_trained_model_folder(str(folder), (0,))
+    except ValueError as e:
+        assert "not a text model checkpoint" in str(e)
+    else:
+        raise AssertionError("a checkpoint without text entry was accepted")
