@@ -116,3 +116,15 @@ def test_predictor_refuses_checkpoint_of_plain_nnunet(tmp_path, trained_model):
         assert "not a text model checkpoint" in str(e)
     else:
         raise AssertionError("a checkpoint without text entry was accepted")
+
+
+def test_prompt_batches_do_not_change_the_result(trained_model, toy_dataset):
+    """Decoding prompts one at a time or all together from one encoder pass gives the same logits."""
+    image = toy_dataset["raw"] / "imagesTs" / "toy_009_0000.nii.gz"
+    prompts = ["ball", "rod", "cube", "all shapes"]
+    one = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=1)
+    many = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=16)
+    a = one.predict(image, prompts, return_probabilities=True)
+    b = many.predict(image, prompts, return_probabilities=True)
+    for q in prompts:
+        np.testing.assert_allclose(a[q].astype(np.float32), b[q].astype(np.float32), atol=2e-3)

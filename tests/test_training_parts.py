@@ -88,3 +88,26 @@ def test_mirror_axes_drop_left_right_or_everything_when_unknown():
     assert mirror_axes_without((0, 1, 2), 2) == (0, 1)
     assert mirror_axes_without((0, 1, 2), None) == ()
     assert mirror_axes_without(None, 1) is None
+
+
+@pytest.mark.parametrize("name", ["TextFusionTrainer", "TextFusionTrainer_5epochs", "TextFusionTrainer_noDS",
+                                  "TextFusionTrainer_lateFusion", "CoWTalkRefineTrainer"])
+def test_nnunet_finds_the_trainers_through_nnUNet_extTrainer(name, monkeypatch):
+    """The lookup nnUNetv2_train and the predictor use; the class must come from the installed package."""
+    import os
+
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunetv2_text.training import EXT_TRAINER_FOLDER
+    monkeypatch.setenv("nnUNet_extTrainer", EXT_TRAINER_FOLDER)
+    cls = recursive_find_trainer_class_by_name(name)
+    assert cls.__name__ == name and cls.__module__.startswith("nnunetv2_text.training.")
+    assert os.path.isdir(EXT_TRAINER_FOLDER)
+
+
+def test_variants_change_one_thing():
+    from nnunetv2_text.training.trainer import TextFusionTrainer
+    from nnunetv2_text.training.variants import TextFusionTrainer_5epochs, TextFusionTrainer_lateFusion
+
+    assert TextFusionTrainer_5epochs.epochs == 5 and TextFusionTrainer.epochs == 1000
+    assert TextFusionTrainer_lateFusion.network_overrides == {"fusion_stages": (-1,)}

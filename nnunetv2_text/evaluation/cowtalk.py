@@ -16,7 +16,8 @@ from typing import Dict, List, Mapping, Sequence, Tuple, Union
 import numpy as np
 
 from nnunetv2_text.evaluation import plots
-from nnunetv2_text.evaluation.manifest import EvaluationInputError, check_same_geometry, load_array
+from nnunetv2_text.evaluation.manifest import (EvaluationInputError, check_same_geometry, load_array,
+                                               read_json_input)
 from nnunetv2_text.evaluation.metrics import betti0_error, cldice, dice
 from nnunetv2_text.evaluation.report import json_safe, md_table, run_jobs, write_csv
 from nnunetv2_text.utils.io import atomic_write_json, atomic_write_text, is_temporary
@@ -38,6 +39,8 @@ class CowTalkJob:
     ref_file: Path
     shape_files: Tuple[Path, ...]  # channel file of class 1..NUM_CLASSES
     error_types: Tuple[str, ...]
+    #: original id -> contiguous id (refined maps are exported in the original ids, e.g. TopCoW's 15)
+    to_contiguous: Tuple[Tuple[int, int], ...] = ()
 
 
 def _find(raw: Path, sub: str, name: str) -> Path:
@@ -62,13 +65,7 @@ def read_error_types(path: Path, case: str) -> Tuple[str, ...]:
 def plan_cowtalk(pred_folder: PathLike, ref_folder: PathLike, raw_folder: PathLike) -> List[CowTalkJob]:
     """Check every file a case needs (prediction, reference, 13 shape channels, instructions) and its geometry."""
     pred_folder, ref_folder, raw = Path(pred_folder), Path(ref_folder), Path(raw_folder)
-    ds_file = raw / "dataset.json"
-    if not ds_file.is_file():
-        raise EvaluationInputError(f"{ds_file}: CoWTalk raw dataset.json not found")
-    try:
-        ds = json.loads(ds_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvaluationInputError(f"{ds_file}: not valid UTF-8 JSON ({e})") from None
+    ds = read_json_input(raw / "dataset.json", "CoWTalk raw dataset.json")
     ending = ds.get("file_ending", ".nii.gz")
     first = 0 if (ds.get("cowtalk") or {}).get("no_image") else 1
     preds = sorted(p for p in pred_folder.glob(f"*{ending}") if not is_temporary(p))
@@ -85,7 +82,8 @@ def plan_cowtalk(pred_folder: PathLike, ref_folder: PathLike, raw_folder: PathLi
         for s in shapes:
             check_same_geometry(s, ref, case)
         types = read_error_types(_find(raw, "instructions", f"{case}.json"), case)
-        jobs.append(CowTalkJob(case, pred, ref, shapes, types))
+        mapping = tuple((int(v), int(k)) for k, v in ((ds.get("cowtalk") or {}).get("label_mapping") or {}).items())
+        jobs.append(CowTalkJob(case, pred, ref, shapes, types, mapping))
     return jobs
 
 
@@ -110,6 +108,8 @@ def evaluate_cowtalk_case(job: CowTalkJob) -> dict:
     """Scores of the erroneous input and of the refined output of one case (worker function)."""
     ref, _ = load_array(job.ref_file)
     pred, _ = load_array(job.pred_file)
+    for original, contiguous in job.to_contiguous:
+        pred = np.where(pred == original, contiguous, pred)
     classes = range(1, NUM_CLASSES + 1)
     inp = {k: load_array(f)[0] > 0 for k, f in zip(classes, job.shape_files)}
     out = {"case": job.case, "error_types": " ".join(job.error_types)}

@@ -96,16 +96,22 @@ class Manifest:
         return list(seen)
 
 
+def read_json_input(path: Union[str, Path], what: str):
+    """Load a user-supplied JSON file; errors name the file and say what it was meant to be."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationInputError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EvaluationInputError(f"{path}: not valid UTF-8 JSON ({e})") from None
+
+
 def read_manifest(pred_folder: Union[str, Path]) -> Manifest:
     """Parse ``manifest.json`` and check that every mask it names exists."""
     folder = Path(pred_folder)
     path = folder / MANIFEST_NAME
-    if not path.is_file():
-        raise EvaluationInputError(f"{path}: prediction manifest not found")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvaluationInputError(f"{path}: not valid UTF-8 JSON ({e})") from None
+    obj = read_json_input(path, "prediction manifest")
     if not isinstance(obj, dict) or obj.get("format") != MANIFEST_FORMAT:
         raise EvaluationInputError(f"{path}: 'format' must be '{MANIFEST_FORMAT}'")
     if obj.get("version") != 1:

@@ -7,7 +7,6 @@ says whether the prediction is empty).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import defaultdict
@@ -16,7 +15,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Union
 
 import numpy as np
 
-from nnunetv2_text.evaluation.manifest import EvaluationInputError
+from nnunetv2_text.evaluation.manifest import EvaluationInputError, read_json_input
 from nnunetv2_text.text.vocabulary import Vocabulary, normalize_term
 from nnunetv2_text.utils.io import atomic_write_json
 
@@ -27,12 +26,7 @@ PathLike = Union[str, Path]
 
 def _read_paraphrase_json(path: PathLike) -> Dict[str, List[str]]:
     path = Path(path)
-    if not path.is_file():
-        raise EvaluationInputError(f"{path}: paraphrase file not found")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EvaluationInputError(f"{path}: not valid UTF-8 JSON ({e})") from None
+    obj = read_json_input(path, "paraphrase file")
     if not isinstance(obj, dict):
         raise EvaluationInputError(f"{path}: expected an object {{concept: [wordings]}}")
     for key, wordings in obj.items():

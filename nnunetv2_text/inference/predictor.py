@@ -14,9 +14,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch

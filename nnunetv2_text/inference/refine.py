@@ -4,14 +4,14 @@ A refinement model takes the image and the current shape (one binary channel per
 instruction, and returns a multi-class label map. Iterating feeds that map back as the new shape
 channels: with a list of instruction chunks, one step per chunk (CoWTalk found splitting long
 instructions helps); with ``iterations`` > 1 and one instruction, the same instruction repeatedly.
-Every step's output is kept (``<case>_step<k>.nii.gz``) and the last is also ``<case>.nii.gz``;
+Every step's output is kept (``steps/<case>_step<k>.nii.gz``) and the last is also ``<case>.nii.gz``;
 label ids are mapped back to the dataset's original convention (e.g. 13 -> 15 for TopCoW's 3rd-A2).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 import torch
@@ -113,7 +113,7 @@ def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, s
         outs, props = refiner.refine(files, steps_of[case])
         entry = []
         for k, (seg, instr) in enumerate(zip(outs, steps_of[case])):
-            name = f"{case}_step{k + 1}{ending}"
+            name = f"steps/{case}_step{k + 1}{ending}"
             with atomic_path(Path(output_folder) / name) as tmp:
                 rw.write_seg(refiner.to_original_ids(seg), tmp, props)
             entry.append({"step": k + 1, "instruction": instr, "file": name})

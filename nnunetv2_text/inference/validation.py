@@ -7,7 +7,6 @@ per concept and case, the per-concept mean and the overall mean; the training lo
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,15 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice with the empty-vs-empty convention of nnU-Net's own summary (NaN: nothing to score)."""
     inter, total = np.logical_and(pred, ref).sum(), pred.sum() + ref.sum()
     return float("nan") if total == 0 else float(2.0 * inter / total)
+
+
+def _nan_to_none(obj):
+    """JSON has no NaN: write null (a concept absent from prediction and reference)."""
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
 
 
 def validate_trainer(trainer, save_probabilities: bool = False) -> dict:
@@ -59,7 +67,7 @@ def validate_trainer(trainer, save_probabilities: bool = False) -> dict:
                "per_case": per_case}
     out = Path(trainer.output_folder) / "validation"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "summary.json", json.loads(json.dumps(summary, default=float).replace("NaN", "null")))
+    atomic_write_json(out / "summary.json", _nan_to_none(summary))
     trainer.print_to_log_file("Validation complete", also_print_to_console=True)
     for name, value in per_concept.items():
         trainer.print_to_log_file(f"  Dice '{name}': {value:.4f}", also_print_to_console=True)

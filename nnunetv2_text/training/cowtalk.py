@@ -16,7 +16,6 @@ the spatial transform (which interpolates every channel).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -123,3 +122,11 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
 
 class CoWTalkRefineTrainer_5epochs(CoWTalkRefineTrainer):
     epochs = 5
+
+
+class CoWTalkRefineTrainer_short(CoWTalkRefineTrainer):
+    """A few hundred steps: enough to see refinement work on the phantom, on a CPU."""
+
+    epochs = 8
+    iterations_per_epoch = 50
+    val_iterations_per_epoch = 2

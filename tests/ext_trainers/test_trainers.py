@@ -1,20 +1,13 @@
 """Short-schedule trainers for the test suite, found by nnU-Net through nnUNet_extTrainer like a user's own."""
 from nnunetv2_text.training.cowtalk import CoWTalkRefineTrainer
-from nnunetv2_text.training.trainer import TextFusionTrainer
+from nnunetv2_text.training.variants import TextFusionTrainer_demo
 
 
-class TextFusionTrainer_testSmoke(TextFusionTrainer):
-    epochs = 1
-    iterations_per_epoch = 3
-    val_iterations_per_epoch = 1
+class TextFusionTrainer_testLearn(TextFusionTrainer_demo):
+    """The demo's slim network, trained a little longer so the learning test has margin."""
 
-
-class TextFusionTrainer_testLearn(TextFusionTrainer):
     epochs = 10
     iterations_per_epoch = 50
-    val_iterations_per_epoch = 2
-    network_overrides = {"prompt_dim": 128, "prompt_layers": 2, "prompt_heads": 4, "prompt_ffn_dim": 256,
-                         "adapter_hidden": 256}
 
 
 class CoWTalkRefineTrainer_testSmoke(CoWTalkRefineTrainer):
