@@ -23,7 +23,7 @@ DATASET_ID = 991
 TINY_PLANS = "nnUNetResEncUNetTinyPlans"
 LEARN_TRAINER = "TextFusionTrainer_testLearn"
 #: test images: anisotropic spacing and a non-identity direction (rotation by 90 degrees about z)
-TEST_SPACING = (1.25, 1.0, 0.8)
+TEST_SPACING = (1.2, 1.0, 0.9)
 TEST_DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
 
@@ -55,7 +55,7 @@ def nnunet_env(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def toy_dataset(nnunet_env) -> dict:
     """Raw toy dataset -> nnUNetv2_plan_and_preprocess (ResEncM) -> tiny plans -> nnUNetv2_text_embed."""
-    raw = write_toy_dataset(Path(nnunet_env["nnUNet_raw"]), DATASET_ID, num_cases=8, num_test=3, seed=1,
+    raw = write_toy_dataset(Path(nnunet_env["nnUNet_raw"]), DATASET_ID, num_cases=24, num_test=3, seed=1,
                             test_spacing=TEST_SPACING, test_direction=TEST_DIRECTION)
     run_cli([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-pl", "nnUNetPlannerResEncM",
              "-c", "3d_fullres", "-np", "2"], nnunet_env)

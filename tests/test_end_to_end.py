@@ -66,8 +66,8 @@ def test_learned_prompts_segment_what_they_name(predictions, toy_dataset):
 
 def test_swapping_prompts_swaps_the_masks(trained_model, toy_dataset):
     seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
-    image = toy_dataset["raw"] / "imagesTs" / "toy_008_0000.nii.gz"
-    ref = read(toy_dataset["raw"] / "labelsTs" / "toy_008.nii.gz")
+    image = toy_dataset["raw"] / "imagesTs" / "toy_024_0000.nii.gz"
+    ref = read(toy_dataset["raw"] / "labelsTs" / "toy_024.nii.gz")
     ab = seg.predict(image, ["ball", "box"])
     ba = seg.predict(image, ["box", "ball"])
     assert dice(ab["ball"] > 0, ref == 1) > 0.8 and dice(ab["box"] > 0, ref == 2) > 0.8
@@ -120,7 +120,7 @@ def test_predictor_refuses_checkpoint_of_plain_nnunet(tmp_path, trained_model):
 
 def test_prompt_batches_do_not_change_the_result(trained_model, toy_dataset):
     """Decoding prompts one at a time or all together from one encoder pass gives the same logits."""
-    image = toy_dataset["raw"] / "imagesTs" / "toy_009_0000.nii.gz"
+    image = toy_dataset["raw"] / "imagesTs" / "toy_025_0000.nii.gz"
     prompts = ["ball", "rod", "cube", "all shapes"]
     one = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=1)
     many = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=16)
@@ -128,3 +128,19 @@ def test_prompt_batches_do_not_change_the_result(trained_model, toy_dataset):
     b = many.predict(image, prompts, return_probabilities=True)
     for q in prompts:
         np.testing.assert_allclose(a[q].astype(np.float32), b[q].astype(np.float32), atol=2e-3)
+
+
+def test_training_case_without_foreground_is_named(toy_dataset, tmp_path):
+    """nnU-Net's preprocessing records each case's label locations; a case without any stops training."""
+    import pytest
+    from batchgenerators.utilities.file_and_folder_operations import load_pickle, save_pickle
+
+    from nnunetv2_text.training.trainer import check_cases_have_foreground
+
+    src = toy_dataset["preprocessed"] / "nnUNetPlans_3d_fullres"
+    props = load_pickle(str(src / "toy_000.pkl"))
+    check_cases_have_foreground(str(src), ["toy_000", "toy_001"])
+    props["class_locations"] = {k: v[:0] for k, v in props["class_locations"].items()}
+    save_pickle(props, str(tmp_path / "toy_000.pkl"))
+    with pytest.raises(RuntimeError, match="training case 'toy_000' has no foreground voxel"):
+        check_cases_have_foreground(str(tmp_path), ["toy_000"])

@@ -92,7 +92,7 @@ def run_demo(workdir: Path, device: str = "cpu") -> List[Dict]:
     env = nnunet_env(workdir)
     log = workdir / "demo.log"
     workdir.mkdir(parents=True, exist_ok=True)
-    raw = write_toy_dataset(Path(env["nnUNet_raw"]), DEMO_DATASET_ID, num_cases=8, num_test=3, seed=0)
+    raw = write_toy_dataset(Path(env["nnUNet_raw"]), DEMO_DATASET_ID, num_cases=24, num_test=3, seed=0)
     did = str(DEMO_DATASET_ID)
     run([command("nnUNetv2_plan_and_preprocess"), "-d", did, "-pl", "nnUNetPlannerResEncM", "-c", "3d_fullres",
          "-np", "2"], env, log)

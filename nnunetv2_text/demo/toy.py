@@ -28,7 +28,7 @@ def _object_mask(kind: str, shape, center, rng) -> np.ndarray:
         return (np.abs(d[0]) <= h) & (np.abs(d[1]) <= h) & (np.abs(d[2]) <= h)
     axis = int(rng.integers(3))  # rod: a cylinder along a random axis
     others = [d[i] for i in range(3) if i != axis]
-    return (others[0] ** 2 + others[1] ** 2 <= 2.2 ** 2) & (np.abs(d[axis]) <= rng.uniform(5.5, 7.5))
+    return (others[0] ** 2 + others[1] ** 2 <= 2.8 ** 2) & (np.abs(d[axis]) <= rng.uniform(6.0, 8.0))
 
 
 def make_case(shape: Tuple[int, int, int], kinds: Sequence[str], rng) -> Tuple[np.ndarray, np.ndarray]:
