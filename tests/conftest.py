@@ -21,7 +21,7 @@ from nnunetv2_text.training import ensure_ext_trainer_env
 TESTS = Path(__file__).resolve().parent
 DATASET_ID = 991
 TINY_PLANS = "nnUNetResEncUNetTinyPlans"
-LEARN_TRAINER = "TextFusionTrainer_testLearn"
+LEARN_TRAINER = "TextFusionTrainer_demo"  # the demo's schedule: the tests train what users run
 #: test images: anisotropic spacing and a non-identity direction (rotation by 90 degrees about z)
 TEST_SPACING = (1.2, 1.0, 0.9)
 TEST_DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
@@ -68,7 +68,7 @@ def toy_dataset(nnunet_env) -> dict:
 
 @pytest.fixture(scope="session")
 def trained_model(toy_dataset, nnunet_env) -> dict:
-    """nnUNetv2_train -tr TextFusionTrainer_testLearn, with the text encoder made unimportable.
+    """nnUNetv2_train -tr TextFusionTrainer_demo (the demo's schedule), with the text encoder made unimportable.
 
     ``tests/poison`` shadows sentence_transformers, transformers' model loading entry and the bundled
     MiniLM package with modules that raise on import: training succeeding proves it reads only the

@@ -40,7 +40,7 @@ def test_training_checkpoint_records_text_and_never_mirrors_left_right(trained_m
     text = ckpt["text"]
     assert text["model_id"] == "sentence-transformers/all-MiniLM-L6-v2" and text["embedding_dim"] == 384
     assert len(text["vocabulary_sha256"]) == 64 and text["network_config"]["text_dim"] == 384
-    assert ckpt["trainer_name"] == "TextFusionTrainer_testLearn"
+    assert ckpt["trainer_name"] == "TextFusionTrainer_demo"
     # toy images have an identity direction: left-right is sitk x, the last array axis
     assert text["left_right_axis"] == 2 and 2 not in ckpt["inference_allowed_mirroring_axes"]
     summary = json.loads((trained_model["folder"] / "fold_0" / "validation" / "summary.json").read_text())

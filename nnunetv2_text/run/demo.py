@@ -24,8 +24,9 @@ def main(argv=None) -> int:
 
     rows = run_demo(Path(args.workdir), device=args.device)
     print(f"\n{'case':<10} {'prompt':<14} {'present':<8} {'voxels':>7} {'dice':>6}")
-    for r in rows:
-        print(f"{r['case']:<10} {r['prompt']:<14} {str(r['present']):<8} {r['pred_voxels']:>7} {r['dice']:>6.3f}")
+    for r in rows:  # an absent structure has no Dice: the right answer is 0 predicted voxels
+        dice = f"{r['dice']:>6.3f}" if r["present"] else f"{'-':>6}"
+        print(f"{r['case']:<10} {r['prompt']:<14} {str(r['present']):<8} {r['pred_voxels']:>7} {dice}")
     pos = [r["dice"] for r in rows if r["present"]]
     neg = [r for r in rows if not r["present"]]
     print(f"\nmean Dice of present structures: {sum(pos) / max(1, len(pos)):.3f}; "

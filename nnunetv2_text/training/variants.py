@@ -56,7 +56,7 @@ class TextFusionTrainer_lateFusion(TextFusionTrainer_noDS):
 class TextFusionTrainer_demo(TextFusionTrainer):
     """The CPU demo's schedule: a few short epochs and a slim prompt decoder (``nnUNetv2_text_demo``)."""
 
-    epochs = 8
+    epochs = 10
     iterations_per_epoch = 50
     val_iterations_per_epoch = 2
     network_overrides = {"prompt_dim": 128, "prompt_layers": 2, "prompt_heads": 4, "prompt_ffn_dim": 256,

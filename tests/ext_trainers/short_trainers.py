@@ -1,13 +1,5 @@
 """Short-schedule trainers for the test suite, found by nnU-Net through nnUNet_extTrainer like a user's own."""
 from nnunetv2_text.training.cowtalk import CoWTalkRefineTrainer
-from nnunetv2_text.training.variants import TextFusionTrainer_demo
-
-
-class TextFusionTrainer_testLearn(TextFusionTrainer_demo):
-    """The demo's slim network, trained a little longer so the learning test has margin."""
-
-    epochs = 10
-    iterations_per_epoch = 50
 
 
 class CoWTalkRefineTrainer_testSmoke(CoWTalkRefineTrainer):
