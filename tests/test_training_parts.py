@@ -111,3 +111,22 @@ def test_variants_change_one_thing():
 
     assert TextFusionTrainer_5epochs.epochs == 5 and TextFusionTrainer.epochs == 1000
     assert TextFusionTrainer_lateFusion.network_overrides == {"fusion_stages": (-1,)}
+
+
+def test_noDS_freezes_the_unused_heads_before_ddp_wrapping():
+    """Built through the trainer's builder hook: without deep supervision every trainable parameter
+    gets a gradient from the final output alone (what DDP requires)."""
+    import types
+
+    import torch
+
+    from nnunetv2_text.network import TextNetworkConfig
+    from nnunetv2_text.training.variants import TextFusionTrainer_noDS
+    from test_network import REQ, arch
+
+    fake = types.SimpleNamespace(text_config=TextNetworkConfig(text_dim=8, prompt_dim=16, prompt_layers=1,
+                                                               prompt_heads=2, prompt_ffn_dim=16, adapter_hidden=16))
+    cm = types.SimpleNamespace(network_arch_init_kwargs=arch(4), network_arch_init_kwargs_req_import=REQ)
+    net = TextFusionTrainer_noDS.build_network_architecture(fake, None, cm, 1, 2, enable_deep_supervision=False)
+    net(torch.randn(1, 1, 16, 16, 16), torch.randn(1, 2, 8)).sum().backward()
+    assert not [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]

@@ -100,16 +100,6 @@ class TextFusionTrainer(nnUNetTrainer):
                                             self.num_negative_prompts, self.main_term_probability)
         self.concept_targets = ConceptTargets(self.text.vocabulary, self.device)
         self.val_concepts = [i for i, c in enumerate(self.text.vocabulary.concepts) if len(c.labels) == 1]
-        if not self.enable_deep_supervision:
-            self._freeze_unused_heads()
-
-    def _freeze_unused_heads(self) -> None:
-        """Without deep supervision only the last head is used; freezing the others keeps DDP (which
-        requires a gradient for every trainable parameter) working."""
-        mod = self.network.module if self.is_ddp else self.network
-        mod = mod._orig_mod if isinstance(mod, OptimizedModule) else mod
-        for head in list(mod.decoder.seg_layers)[:-1]:
-            head.requires_grad_(False)
 
     def network_config_overrides(self) -> dict:
         return dict(self.network_overrides)
@@ -117,10 +107,17 @@ class TextFusionTrainer(nnUNetTrainer):
     def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
         """Instance method (not static as in nnU-Net): the network needs the text config, which depends on
-        the dataset's embedding cache. The predictor rebuilds it from the checkpoint with the same builder."""
-        return build_text_network(configuration_manager.network_arch_init_kwargs,
-                                  configuration_manager.network_arch_init_kwargs_req_import,
-                                  num_input_channels, self.text_config, enable_deep_supervision)
+        the dataset's embedding cache. The predictor rebuilds it from the checkpoint with the same builder.
+
+        Without deep supervision only the last head is used: the others are frozen here, before nnU-Net
+        wraps the network in DDP, which requires a gradient for every trainable parameter."""
+        net = build_text_network(configuration_manager.network_arch_init_kwargs,
+                                 configuration_manager.network_arch_init_kwargs_req_import,
+                                 num_input_channels, self.text_config, enable_deep_supervision)
+        if not enable_deep_supervision:
+            for head in list(net.decoder.seg_layers)[:-1]:
+                head.requires_grad_(False)
+        return net
 
     def configure_optimizers(self):
         """AdamW with nnU-Net's poly schedule (the transformer parts train badly with SGD)."""
