@@ -125,8 +125,8 @@ class CoWTalkRefineTrainer_5epochs(CoWTalkRefineTrainer):
 
 
 class CoWTalkRefineTrainer_short(CoWTalkRefineTrainer):
-    """A few hundred steps: enough to see refinement work on the phantom, on a CPU."""
+    """200 steps: a CPU-sized trial run on the phantom (not a converged model)."""
 
-    epochs = 8
-    iterations_per_epoch = 50
+    epochs = 5
+    iterations_per_epoch = 40
     val_iterations_per_epoch = 2
