@@ -20,6 +20,7 @@ from nnunetv2_text.evaluation.manifest import (EvaluationInputError, check_same_
                                                read_json_input)
 from nnunetv2_text.evaluation.metrics import betti0_error, cldice, dice
 from nnunetv2_text.evaluation.report import json_safe, md_table, run_jobs, write_csv
+from nnunetv2_text.text.instructions import original_to_contiguous
 from nnunetv2_text.utils.io import atomic_write_json, atomic_write_text, is_temporary
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def plan_cowtalk(pred_folder: PathLike, ref_folder: PathLike, raw_folder: PathLi
         for s in shapes:
             check_same_geometry(s, ref, case)
         types = read_error_types(_find(raw, "instructions", f"{case}.json"), case)
-        mapping = tuple((int(v), int(k)) for k, v in ((ds.get("cowtalk") or {}).get("label_mapping") or {}).items())
+        mapping = tuple(original_to_contiguous(ds).items())
         jobs.append(CowTalkJob(case, pred, ref, shapes, types, mapping))
     return jobs
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from nnunetv2_text.inference.prompt_file import PromptFileError
+from nnunetv2_text.text.instructions import contiguous_to_original, original_to_contiguous
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
 
 
@@ -62,10 +63,8 @@ class Refiner:
         if ct is None or predictor.network_config.outputs_per_prompt < 2:
             raise ValueError("not a refinement model: its dataset.json has no 'cowtalk' entry")
         self.shape_channels = {int(ch): int(v) for ch, v in ct["shape_channels"].items()}  # channel -> original id
-        self.to_original = {int(k): int(v) for k, v in ct.get("label_mapping", {}).items()}
-
-    def contiguous(self, original_id: int) -> int:
-        return {v: k for k, v in self.to_original.items()}.get(original_id, original_id)
+        self.to_original = contiguous_to_original(predictor.dataset_json)
+        self.to_contiguous = original_to_contiguous(predictor.dataset_json)
 
     def step(self, data: np.ndarray, props: dict, instruction: str) -> np.ndarray:
         """One refinement: raw channels (C, *spatial) -> label map (contiguous ids) in the input layout."""
@@ -83,7 +82,7 @@ class Refiner:
     def feed_back(self, data: np.ndarray, seg: np.ndarray) -> np.ndarray:
         out = data.copy()
         for ch, original in self.shape_channels.items():
-            out[ch] = (seg == self.contiguous(original)).astype(data.dtype)
+            out[ch] = (seg == self.to_contiguous.get(original, original)).astype(data.dtype)
         return out
 
     def refine(self, files: Sequence[str], steps: Sequence[str]):

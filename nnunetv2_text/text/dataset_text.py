@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -61,13 +61,17 @@ class DatasetText:
     embeddings: np.ndarray    # (len(terms), dim) float32
     model_id: str
     instruction: str
+    _index: Optional[dict] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
         return int(self.embeddings.shape[1])
 
     def term_index(self) -> dict:
-        return {t: i for i, t in enumerate(self.terms)}
+        """term -> row of ``embeddings`` (built once: training looks terms up every batch)."""
+        if self._index is None:
+            self._index = {t: i for i, t in enumerate(self.terms)}
+        return self._index
 
 
 def load_dataset_text(preprocessed_dataset_base: Path, dataset_json: dict,

@@ -20,6 +20,16 @@ NO_CHANGE = "The segmentation is correct; leave it unchanged."
 INSTRUCTIONS_FILE = "instructions.json"
 
 
+def contiguous_to_original(dataset_json: dict) -> Dict[int, int]:
+    """A refinement dataset's label mapping (e.g. 13 -> TopCoW's 15); ids not listed are unchanged."""
+    mapping = (dataset_json.get("cowtalk") or {}).get("label_mapping") or {}
+    return {int(k): int(v) for k, v in mapping.items()}
+
+
+def original_to_contiguous(dataset_json: dict) -> Dict[int, int]:
+    return {v: k for k, v in contiguous_to_original(dataset_json).items()}
+
+
 def join_instructions(errors: Sequence[dict], kind: str) -> str:
     """One instruction text for the given errors ('short' or 'long'); none left -> :data:`NO_CHANGE`."""
     return " ".join(e[kind] for e in errors) if errors else NO_CHANGE
@@ -29,7 +39,7 @@ def read_case_instructions(raw_dataset: Path, dataset_json: dict, folders: Itera
                                                                                              "instructionsTs")
                            ) -> Dict[str, List[dict]]:
     """Case -> its errors with contiguous label ids (``"none"`` variants keep their own sentence)."""
-    to_contiguous = {int(v): int(k) for k, v in dataset_json.get("cowtalk", {}).get("label_mapping", {}).items()}
+    to_contiguous = original_to_contiguous(dataset_json)
     out: Dict[str, List[dict]] = {}
     for sub in folders:
         folder = Path(raw_dataset) / sub

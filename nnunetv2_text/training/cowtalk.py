@@ -24,7 +24,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn import functional as F
 
 from nnunetv2_text.text.dataset_text import load_dataset_text, text_folder
-from nnunetv2_text.text.instructions import INSTRUCTIONS_FILE, join_instructions
+from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, join_instructions,
+                                             original_to_contiguous)
 from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
 from nnunetv2_text.training.trainer import TextFusionTrainer
 
@@ -44,18 +45,11 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
         self.instructions = json.loads(f.read_text(encoding="utf-8"))
         ct = self.dataset_json["cowtalk"]
         # input channel of each class's shape, keyed by the dataset's contiguous label id
-        self.shape_channel_of = {self._contiguous(int(v)): int(ch) for ch, v in ct["shape_channels"].items()}
+        to_contiguous = original_to_contiguous(self.dataset_json)
+        self.shape_channel_of = {to_contiguous.get(int(v), int(v)): int(ch) for ch, v in ct["shape_channels"].items()}
         self.image_channels = [] if ct.get("no_image") else [int(ct.get("image_channel") or 0)]
-        from nnunetv2_text.text.instructions import all_instruction_texts
-
         return load_dataset_text(self.preprocessed_dataset_folder_base, self.dataset_json,
                                  extra_texts=all_instruction_texts(self.instructions))
-
-    def _to_topcow(self) -> dict:
-        return {int(k): int(v) for k, v in self.dataset_json["cowtalk"].get("label_mapping", {}).items()}
-
-    def _contiguous(self, topcow_id: int) -> int:
-        return {v: k for k, v in self._to_topcow().items()}.get(topcow_id, topcow_id)
 
     def network_config_overrides(self) -> dict:
         return {**self.network_overrides, "outputs_per_prompt": self.label_manager.num_segmentation_heads}
