@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nnunetv2_text.demo.pipeline import derive_plans
-from nnunetv2_text.demo.toy import write_toy_dataset
+from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
 from nnunetv2_text.training import ensure_ext_trainer_env
 
 TESTS = Path(__file__).resolve().parent
@@ -25,6 +25,8 @@ LEARN_TRAINER = "TextFusionTrainer_demo"  # the demo's schedule: the tests train
 #: test images: anisotropic spacing and a non-identity direction (rotation by 90 degrees about z)
 TEST_SPACING = (1.2, 1.0, 0.9)
 TEST_DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+#: the held-out cases (numbered after the training cases): A and B hold all three shapes, C has no rod
+CASE_A, CASE_B, CASE_C = (f"toy_{TRAIN_CASES + k:03d}" for k in range(3))
 
 
 def cli(name: str) -> str:
@@ -55,7 +57,7 @@ def nnunet_env(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def toy_dataset(nnunet_env) -> dict:
     """Raw toy dataset -> nnUNetv2_plan_and_preprocess (ResEncM) -> tiny plans -> nnUNetv2_text_embed."""
-    raw = write_toy_dataset(Path(nnunet_env["nnUNet_raw"]), DATASET_ID, num_cases=24, num_test=3, seed=1,
+    raw = write_toy_dataset(Path(nnunet_env["nnUNet_raw"]), DATASET_ID, num_cases=TRAIN_CASES, num_test=3, seed=1,
                             test_spacing=TEST_SPACING, test_direction=TEST_DIRECTION)
     run_cli([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-pl", "nnUNetPlannerResEncM",
              "-c", "3d_fullres", "-np", "2"], nnunet_env)

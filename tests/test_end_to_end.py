@@ -1,6 +1,6 @@
 """The real commands on the toy dataset: plan, embed, train (encoder unimportable), validate, predict.
 
-The toy images hold a ball, a box and (in two of three cases) a rod of similar brightness; only the
+The toy images hold a ball, a box and (in two of three cases) a rod, all visible at once; only the
 prompt says which to segment. The session fixtures in conftest.py train one small model for all tests.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from conftest import CASE_A, CASE_B
 from nnunetv2_text.inference.api import TextSegmenter
 from nnunetv2_text.inference.predictor import TextPredictor
 
@@ -66,8 +67,8 @@ def test_learned_prompts_segment_what_they_name(predictions, toy_dataset):
 
 def test_swapping_prompts_swaps_the_masks(trained_model, toy_dataset):
     seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
-    image = toy_dataset["raw"] / "imagesTs" / "toy_024_0000.nii.gz"
-    ref = read(toy_dataset["raw"] / "labelsTs" / "toy_024.nii.gz")
+    image = toy_dataset["raw"] / "imagesTs" / f"{CASE_A}_0000.nii.gz"
+    ref = read(toy_dataset["raw"] / "labelsTs" / f"{CASE_A}.nii.gz")
     ab = seg.predict(image, ["ball", "box"])
     ba = seg.predict(image, ["box", "ball"])
     assert dice(ab["ball"] > 0, ref == 1) > 0.8 and dice(ab["box"] > 0, ref == 2) > 0.8
@@ -120,7 +121,7 @@ def test_predictor_refuses_checkpoint_of_plain_nnunet(tmp_path, trained_model):
 
 def test_prompt_batches_do_not_change_the_result(trained_model, toy_dataset):
     """Decoding prompts one at a time or all together from one encoder pass gives the same logits."""
-    image = toy_dataset["raw"] / "imagesTs" / "toy_025_0000.nii.gz"
+    image = toy_dataset["raw"] / "imagesTs" / f"{CASE_B}_0000.nii.gz"
     prompts = ["ball", "rod", "cube", "all shapes"]
     one = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=1)
     many = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=16)

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import predict_args, run_cli
+from conftest import CASE_A, CASE_B, predict_args, run_cli
 from nnunetv2_text.inference.prompt_file import PromptFileError, parse_prompt_text, unique_slugs
 from nnunetv2_text.utils.io import TMP_MARKER
 
@@ -25,7 +25,7 @@ def predict(toy_dataset, trained_model, env, inp, out, prompts, *extra, check=Tr
 
 def test_parts_partition_cases_and_share_one_manifest(toy_dataset, trained_model, nnunet_env, images, tmp_path):
     prompts = tmp_path / "p.json"
-    prompts.write_text(json.dumps({"prompts": ["ball"], "cases": {"toy_025": ["box"]}}), encoding="utf-8")
+    prompts.write_text(json.dumps({"prompts": ["ball"], "cases": {CASE_B: ["box"]}}), encoding="utf-8")
     out = tmp_path / "out"
     seen = []
     for part in range(2):
@@ -37,8 +37,8 @@ def test_parts_partition_cases_and_share_one_manifest(toy_dataset, trained_model
     assert seen[0] == all_cases[0::2] and seen[1] == all_cases
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(manifest["cases"]) == all_cases
-    assert list(manifest["cases"]["toy_025"]) == ["ball", "box"]  # global prompts then the case's own
-    assert list(manifest["cases"]["toy_024"]) == ["ball"]
+    assert list(manifest["cases"][CASE_B]) == ["ball", "box"]  # global prompts then the case's own
+    assert list(manifest["cases"][CASE_A]) == ["ball"]
 
 
 def test_continue_prediction_after_a_kill(toy_dataset, trained_model, nnunet_env, images, tmp_path):
@@ -47,15 +47,15 @@ def test_continue_prediction_after_a_kill(toy_dataset, trained_model, nnunet_env
     out = tmp_path / "out"
     predict(toy_dataset, trained_model, nnunet_env, images, out, prompts)
     first = json.loads((out / "manifest.json").read_text())
-    # simulate a job killed while exporting toy_025: its fragment and a mask gone, a temp file left over
-    (out / ".manifest" / "toy_025.json").unlink()
-    (out / "toy_025_rod.nii.gz").unlink()
-    (out / f"toy_025_rod{TMP_MARKER}_x1y2.nii.gz").write_bytes(b"half a file")
-    untouched = (out / "toy_024_ball.nii.gz").stat().st_mtime_ns
+    # simulate a job killed while exporting case B: its fragment and a mask gone, a temp file left over
+    (out / ".manifest" / f"{CASE_B}.json").unlink()
+    (out / f"{CASE_B}_rod.nii.gz").unlink()
+    (out / f"{CASE_B}_rod{TMP_MARKER}_x1y2.nii.gz").write_bytes(b"half a file")
+    untouched = (out / f"{CASE_A}_ball.nii.gz").stat().st_mtime_ns
     predict(toy_dataset, trained_model, nnunet_env, images, out, prompts, "--continue_prediction")
-    assert (out / "toy_025_rod.nii.gz").is_file()
+    assert (out / f"{CASE_B}_rod.nii.gz").is_file()
     assert not list(out.glob(f"*{TMP_MARKER}*"))
-    assert (out / "toy_024_ball.nii.gz").stat().st_mtime_ns == untouched  # finished cases were skipped
+    assert (out / f"{CASE_A}_ball.nii.gz").stat().st_mtime_ns == untouched  # finished cases were skipped
     assert json.loads((out / "manifest.json").read_text())["cases"] == first["cases"]
 
 
@@ -82,12 +82,12 @@ def test_bad_prompt_files_stop_before_any_output(toy_dataset, trained_model, nnu
 
 
 def test_wrong_channel_count_names_the_case(toy_dataset, trained_model, nnunet_env, images, tmp_path):
-    shutil.copy(images / "toy_025_0000.nii.gz", images / "toy_025_0001.nii.gz")
+    shutil.copy(images / f"{CASE_B}_0000.nii.gz", images / f"{CASE_B}_0001.nii.gz")
     prompts = tmp_path / "p.txt"
     prompts.write_text("ball\n", encoding="utf-8")
     out = tmp_path / "out"
     res = predict(toy_dataset, trained_model, nnunet_env, images, out, prompts, check=False)
-    assert res.returncode == 2 and "case 'toy_025' has 2 channel file(s)" in res.stderr
+    assert res.returncode == 2 and f"case '{CASE_B}' has 2 channel file(s)" in res.stderr
     assert not out.exists()
 
 

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_text.demo.toy import write_toy_dataset
+from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 from nnunetv2_text.training import ensure_ext_trainer_env
 from nnunetv2_text.utils.io import atomic_write_json
@@ -92,7 +92,7 @@ def run_demo(workdir: Path, device: str = "cpu") -> List[Dict]:
     env = nnunet_env(workdir)
     log = workdir / "demo.log"
     workdir.mkdir(parents=True, exist_ok=True)
-    raw = write_toy_dataset(Path(env["nnUNet_raw"]), DEMO_DATASET_ID, num_cases=24, num_test=3, seed=0)
+    raw = write_toy_dataset(Path(env["nnUNet_raw"]), DEMO_DATASET_ID, num_cases=TRAIN_CASES, num_test=3, seed=0)
     did = str(DEMO_DATASET_ID)
     run([command("nnUNetv2_plan_and_preprocess"), "-d", did, "-pl", "nnUNetPlannerResEncM", "-c", "3d_fullres",
          "-np", "2"], env, log)

@@ -54,10 +54,17 @@ class TextFusionTrainer_lateFusion(TextFusionTrainer_noDS):
 
 
 class TextFusionTrainer_demo(TextFusionTrainer):
-    """The CPU demo's schedule: a few short epochs and a slim prompt decoder (``nnUNetv2_text_demo``)."""
+    """The CPU demo's schedule: a few short epochs and a slim prompt decoder (``nnUNetv2_text_demo``).
 
-    epochs = 10
+    800 steps at lr 3e-3: at the full schedule's 1e-3 and 500 steps the toy's rod reached a mean Dice of
+    only 0.52 on held-out cases (a CI run, 2026-11-23). With 3e-3, 800 steps and the toy's 48 training
+    cases, a CPU run reached Dice >= 0.95 for every shape on 12 unseen cases and empty masks for the absent
+    rod; the tests train exactly this schedule.
+    """
+
+    epochs = 16
     iterations_per_epoch = 50
     val_iterations_per_epoch = 2
+    learning_rate = 3e-3
     network_overrides = {"prompt_dim": 128, "prompt_layers": 2, "prompt_heads": 4, "prompt_ffn_dim": 256,
                          "adapter_hidden": 256}
