@@ -31,6 +31,8 @@ def test_planning_used_resenc_and_embedding_cache_exists(toy_dataset):
     plans = json.loads((toy_dataset["preprocessed"] / "nnUNetResEncUNetMPlans.json").read_text())
     arch = plans["configurations"]["3d_fullres"]["architecture"]
     assert arch["network_class_name"].endswith("ResidualEncoderUNet")
+    # the toy's intensity bands are absolute: dataset-wide (CT) normalisation, not per-image z-scores
+    assert plans["configurations"]["3d_fullres"]["normalization_schemes"] == ["CTNormalization"]
     text = toy_dataset["preprocessed"] / "text"
     assert {p.name for p in text.iterdir()} >= {"embeddings.safetensors", "vocabulary.json", "encoder.json"}
 
