@@ -119,7 +119,7 @@ def render(summary: dict, args, plans: str, timings: dict) -> str:
         lines += ["## Left/right confusion", "",
                   "Wrong-side fraction: share of a lateral prompt's predicted voxels inside the reference of its "
                   "mirror concept. Confusion rate: share of predictions that lie mostly (> 50 %) on the wrong side.",
-                  "", "| concept | mirror labels | predictions | mean wrong-side fraction | confusion rate |",
+                  "", "| concept | mirror concept | predictions | mean wrong-side fraction | confusion rate |",
                   "| --- | --- | --- | --- | --- |"]
         for cid, r in summary["left_right"].items():
             lines.append(f"| {cid} | {r['counterpart']} | {r['n_nonempty']} | {_fmt(r['mean_wrong_side_fraction'])} "
