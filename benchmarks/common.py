@@ -2,6 +2,7 @@
 plain nnU-Net network built by nnU-Net itself, and the text network built by our one builder."""
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -72,3 +73,30 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def pipeline_parser(doc: str, trainer: str, subjects: int, test: int, out: str) -> argparse.ArgumentParser:
+    """The options shared by the whole-pipeline benchmarks (dataset -> plan -> train -> predict -> report)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--trainer", default=trainer)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--subjects", type=int, default=subjects)
+    p.add_argument("--test", type=int, default=test)
+    p.add_argument("--small", action="store_true", help="narrow the planned widths (CPU runs)")
+    p.add_argument("--out", default=out)
+    return p
+
+
+def plan_resenc_m(dataset_id: int, raw: Path, env: dict, log: Path, small: bool) -> str:
+    """nnUNetv2_plan_and_preprocess with the ResEncM planner; with ``small`` a narrower copy of its plans
+    (same stages and patch) for CPU runs. Returns the plans name to train with."""
+    from nnunetv2_text.demo.pipeline import command, derive_plans, run
+
+    run([command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-pl", "nnUNetPlannerResEncM", "-c",
+         "3d_fullres", "-np", "2"], env, log)
+    if not small:
+        return "nnUNetResEncUNetMPlans"
+    derive_plans(Path(env["nnUNet_preprocessed"]) / raw.name, "nnUNetResEncUNetMPlans", "nnUNetResEncUNetSmallPlans",
+                 features=(16, 32, 64, 128), blocks=(1, 2, 2, 2), batch_size=2)
+    return "nnUNetResEncUNetSmallPlans"

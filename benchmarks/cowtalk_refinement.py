@@ -10,29 +10,26 @@ nnUNetv2_text_predict --instructions -> nnUNetv2_text_evaluate --cowtalk.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import json
 import sys
 from pathlib import Path
 
+import torch
+
 from dataset_conversion.cowtalk.phantom import write_phantom_topcow
-from nnunetv2_text.demo.pipeline import command, derive_plans, nnunet_env, run
+from nnunetv2_text.demo.pipeline import command, nnunet_env, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_name, pipeline_parser, plan_resenc_m  # noqa: E402
 
 DATASET_ID = 993
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--trainer", default="CoWTalkRefineTrainer_5epochs")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--subjects", type=int, default=10)
-    p.add_argument("--test", type=int, default=3)
+    p = pipeline_parser(__doc__, "CoWTalkRefineTrainer_5epochs", 10, 3, "docs/COWTALK_RESULTS.md")
     p.add_argument("--variants", type=int, default=8)
-    p.add_argument("--small", action="store_true", help="narrow the planned widths (CPU runs)")
-    p.add_argument("--out", default="docs/COWTALK_RESULTS.md")
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     env = nnunet_env(work)
@@ -44,13 +41,7 @@ def main(argv=None) -> int:
     run([command("nnUNetv2_text_convert_cowtalk"), "-i", str(topcow), "-d", str(DATASET_ID), "--variants",
          str(args.variants), "--modality", "ct", "--split", str(split), "--overwrite"], env, log)
     raw = next(Path(env["nnUNet_raw"]).glob(f"Dataset{DATASET_ID}_*"))
-    run([command("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-pl", "nnUNetPlannerResEncM", "-c",
-         "3d_fullres", "-np", "2"], env, log)
-    plans = "nnUNetResEncUNetMPlans"
-    if args.small:
-        plans = "nnUNetResEncUNetSmallPlans"
-        derive_plans(Path(env["nnUNet_preprocessed"]) / raw.name, "nnUNetResEncUNetMPlans", plans,
-                     features=(16, 32, 64, 128), blocks=(1, 2, 2, 2), batch_size=2)
+    plans = plan_resenc_m(DATASET_ID, raw, env, log, args.small)
     run([command("nnUNetv2_text_embed"), "-d", str(DATASET_ID)], env, log)
     run([command("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "all", "-tr", args.trainer, "-p", plans,
          "-device", args.device], env, log)
@@ -68,9 +59,7 @@ def main(argv=None) -> int:
     run([command("nnUNetv2_text_evaluate"), "--cowtalk", str(raw), "-p", str(pred), "-r", str(raw / "labelsTs"),
          "--vocab", str(raw / "vocabulary.json"), "-o", str(report)], env, log)
     rows = list(csv.DictReader(open(report / "cowtalk_table.csv")))
-    import torch
-
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    device = device_name(torch.device(args.device))
     lines = [f"# CoWTalk refinement on the phantom ({datetime.date.today().isoformat()}, {device})", "",
              f"Trainer `{args.trainer}`, plans `{plans}`, {args.subjects - args.test} training subjects x "
              f"{args.variants} variants, {args.test} held-out subjects; one refinement step with the short "

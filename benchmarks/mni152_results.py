@@ -13,15 +13,19 @@ term; with --paraphrases also every synonym) -> nnUNetv2_text_evaluate.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
 import time
 from pathlib import Path
 
-from nnunetv2_text.demo.pipeline import command, derive_plans, nnunet_env, run
+import torch
+
+from nnunetv2_text.demo.pipeline import command, nnunet_env, run
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_name, pipeline_parser, plan_resenc_m  # noqa: E402
 
 DATASET_ID = 994
 
@@ -31,16 +35,9 @@ def _fmt(v) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--trainer", default="TextFusionTrainer_100epochs")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--subjects", type=int, default=20)
-    p.add_argument("--test", type=int, default=5)
+    p = pipeline_parser(__doc__, "TextFusionTrainer_100epochs", 20, 5, "docs/RESULTS.md")
     p.add_argument("--spacing", type=float, default=2.0)
-    p.add_argument("--small", action="store_true", help="narrow the planned widths (CPU runs)")
     p.add_argument("--paraphrases", action="store_true", help="also predict every synonym (robustness table)")
-    p.add_argument("--out", default="docs/RESULTS.md")
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -53,13 +50,7 @@ def main(argv=None) -> int:
     run([command("nnUNetv2_text_convert_mni152"), "-d", did, "-n", str(args.subjects), "--test", str(args.test),
          "--spacing", str(args.spacing), "--overwrite"], env, log)
     raw = next(Path(env["nnUNet_raw"]).glob(f"Dataset{DATASET_ID}_*"))
-    run([command("nnUNetv2_plan_and_preprocess"), "-d", did, "-pl", "nnUNetPlannerResEncM", "-c", "3d_fullres",
-         "-np", "2"], env, log)
-    plans = "nnUNetResEncUNetMPlans"
-    if args.small:
-        plans = "nnUNetResEncUNetSmallPlans"
-        derive_plans(Path(env["nnUNet_preprocessed"]) / raw.name, "nnUNetResEncUNetMPlans", plans,
-                     features=(16, 32, 64, 128), blocks=(1, 2, 2, 2), batch_size=2)
+    plans = plan_resenc_m(DATASET_ID, raw, env, log, args.small)
     run([command("nnUNetv2_text_embed"), "-d", did], env, log)
     timings["prepare_s"] = time.time() - t
 
@@ -100,9 +91,7 @@ def main(argv=None) -> int:
 
 
 def render(summary: dict, args, plans: str, timings: dict) -> str:
-    import torch
-
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    device = device_name(torch.device(args.device))
     lines = [f"# Results on real anatomy: MNI152 ({datetime.date.today().isoformat()}, {device})", "",
              f"Dataset: `nnUNetv2_text_convert_mni152`, {args.subjects} training and {args.test} held-out "
              f"subjects at {args.spacing:g} mm (deformed, intensity-varied copies of the MNI152 2009a template). "
