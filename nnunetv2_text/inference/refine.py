@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from nnunetv2_text.inference.prompt_file import PromptFileError
-from nnunetv2_text.text.instructions import contiguous_to_original, original_to_contiguous
+from nnunetv2_text.text.instructions import contiguous_id, contiguous_to_original, original_to_contiguous
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
 
 
@@ -82,7 +82,7 @@ class Refiner:
     def feed_back(self, data: np.ndarray, seg: np.ndarray) -> np.ndarray:
         out = data.copy()
         for ch, original in self.shape_channels.items():
-            out[ch] = (seg == self.to_contiguous.get(original, original)).astype(data.dtype)
+            out[ch] = (seg == contiguous_id(self.to_contiguous, original)).astype(data.dtype)
         return out
 
     def refine(self, files: Sequence[str], steps: Sequence[str]):

@@ -30,6 +30,11 @@ def original_to_contiguous(dataset_json: dict) -> Dict[int, int]:
     return {v: k for k, v in contiguous_to_original(dataset_json).items()}
 
 
+def contiguous_id(to_contiguous: Dict[int, int], original: int) -> int:
+    """The dataset's id for an original label id: ids the mapping does not list are already contiguous."""
+    return to_contiguous.get(int(original), int(original))
+
+
 def join_instructions(errors: Sequence[dict], kind: str) -> str:
     """One instruction text for the given errors ('short' or 'long'); none left -> :data:`NO_CHANGE`."""
     return " ".join(e[kind] for e in errors) if errors else NO_CHANGE
@@ -52,7 +57,7 @@ def read_case_instructions(raw_dataset: Path, dataset_json: dict, folders: Itera
                 if e["type"] != "none" and e["label"] is None:
                     raise ValueError(f"{f}: error of type {e['type']} has no label")
                 errors.append({"type": e["type"],
-                               "label": None if e["label"] is None else to_contiguous.get(int(e["label"]), int(e["label"])),
+                               "label": None if e["label"] is None else contiguous_id(to_contiguous, e["label"]),
                                "short": e["instruction_short"], "long": e["instruction_long"]})
             out[rec["case_id"]] = errors
     return out

@@ -24,8 +24,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn import functional as F
 
 from nnunetv2_text.text.dataset_text import load_dataset_text, text_folder
-from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, join_instructions,
-                                             original_to_contiguous)
+from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id,
+                                             join_instructions, original_to_contiguous)
 from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
 from nnunetv2_text.training.trainer import TextFusionTrainer
 
@@ -46,7 +46,7 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
         ct = self.dataset_json["cowtalk"]
         # input channel of each class's shape, keyed by the dataset's contiguous label id
         to_contiguous = original_to_contiguous(self.dataset_json)
-        self.shape_channel_of = {to_contiguous.get(int(v), int(v)): int(ch) for ch, v in ct["shape_channels"].items()}
+        self.shape_channel_of = {contiguous_id(to_contiguous, v): int(ch) for ch, v in ct["shape_channels"].items()}
         self.image_channels = [] if ct.get("no_image") else [int(ct.get("image_channel") or 0)]
         return load_dataset_text(self.preprocessed_dataset_folder_base, self.dataset_json,
                                  extra_texts=all_instruction_texts(self.instructions))
