@@ -14,6 +14,7 @@ import torch
 from conftest import CASE_A, CASE_B
 from nnunetv2_text.inference.api import TextSegmenter
 from nnunetv2_text.inference.predictor import TextPredictor
+from nnunetv2_text.text.cache import EmbeddingCache
 
 POSITIVE = {"ball": [1], "box": [2], "rod": [3], "sphere": [1], "the cubic object": [2], "all shapes": [1, 2, 3]}
 
@@ -46,6 +47,13 @@ def test_training_checkpoint_records_text_and_never_mirrors_left_right(trained_m
     assert ckpt["trainer_name"] == "TextFusionTrainer_demo"
     # toy images have an identity direction: left-right is sitk x, the last array axis
     assert text["left_right_axis"] == 2 and 2 not in ckpt["inference_allowed_mirroring_axes"]
+    # prompts are centred on the mean of the vocabulary's cached embeddings, saved with the weights
+    terms = sorted({t for c in text["vocabulary"]["concepts"] for t in [c["main"], *c["synonyms"]]})
+    vectors = EmbeddingCache(trained_model["folder"] / "text" / "embeddings.safetensors").get(
+        text["model_id"], text["instruction"], terms)
+    center = ckpt["network_weights"]["prompt_decoder.text_center"].numpy()
+    np.testing.assert_allclose(center, vectors.mean(0), atol=1e-5)
+    assert np.linalg.norm(center) > 0.1
     summary = json.loads((trained_model["folder"] / "fold_0" / "validation" / "summary.json").read_text())
     assert set(summary["per_concept"]) == {"ball", "box", "rod"}
 

@@ -81,6 +81,24 @@ def test_text_changes_output_and_prompts_are_independent():
     assert (together[:, 0] - together[:, 1]).abs().max() > 1e-4
 
 
+def test_prompts_are_centred_on_the_vocabulary_mean_stored_with_the_weights():
+    net = net_for(3).eval()
+    x, vocab = torch.randn(1, 1, 16, 16, 16), torch.nn.functional.normalize(torch.randn(6, 24), dim=-1)
+    net.prompt_decoder.set_text_center(vocab)
+    torch.testing.assert_close(net.state_dict()["prompt_decoder.text_center"], vocab.mean(0))
+    shift = torch.randn(24)
+    with torch.no_grad():
+        before = net(x, vocab[None, :3])[0]
+        net.prompt_decoder.set_text_center(vocab + shift)
+        # a common component shared by the vocabulary and the prompts is removed before the network sees it
+        torch.testing.assert_close(net(x, (vocab + shift)[None, :3])[0], before, rtol=1e-4, atol=1e-4)
+        # ... and only that: the centre changes what a prompt means
+        assert (net(x, vocab[None, :3])[0] - before).abs().max() > 1e-3
+    fresh = net_for(3)
+    fresh.load_state_dict(net.state_dict())
+    torch.testing.assert_close(fresh.prompt_decoder.text_center, (vocab + shift).mean(0))
+
+
 def test_shared_prompts_and_bad_text_shape():
     net = net_for(3).eval()
     x = torch.randn(2, 1, 16, 16, 16)

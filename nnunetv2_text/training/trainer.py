@@ -108,6 +108,7 @@ class TextFusionTrainer(nnUNetTrainer):
                                    num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
         """Instance method (not static as in nnU-Net): the network needs the text config, which depends on
         the dataset's embedding cache. The predictor rebuilds it from the checkpoint with the same builder.
+        The prompt centre (mean of the vocabulary's term embeddings) is set here and saved with the weights.
 
         Without deep supervision only the last head is used: the others are frozen here, before nnU-Net
         wraps the network in DDP, which requires a gradient for every trainable parameter."""
@@ -117,6 +118,7 @@ class TextFusionTrainer(nnUNetTrainer):
         if not enable_deep_supervision:
             for head in list(net.decoder.seg_layers)[:-1]:
                 head.requires_grad_(False)
+        net.prompt_decoder.set_text_center(torch.from_numpy(self.text.embeddings))
         return net
 
     def configure_optimizers(self):
