@@ -3,8 +3,9 @@
 Inputs are the plans' ``network_arch_init_kwargs`` (with their ``_kw_requires_import`` names), the
 number of input channels and a :class:`TextNetworkConfig`. ResEnc plans (``n_blocks_per_stage``) get
 dynamic-network-architectures' ``ResidualEncoder``; plain plans (``n_conv_per_stage``) its
-``PlainConvEncoder``. The encoder's parameter names equal those of nnU-Net's own UNets, so
-``-pretrained_weights`` from a plain nnU-Net model fill the encoder.
+``PlainConvEncoder``. The encoder's parameter names equal those of nnU-Net's own UNets (``encoder.*``),
+so its weights transfer by name; nnU-Net's ``-pretrained_weights`` loader, which requires every key of
+the network, accepts a checkpoint of another text model with the same plans and text config.
 """
 from __future__ import annotations
 
