@@ -66,7 +66,7 @@ class PromptDecoder(nn.Module):
         # sentence embeddings share a large common direction (cosine 0.2-0.4 between unrelated toy terms
         # with MiniLM); the training vocabulary's mean is subtracted so that what tells prompts apart is
         # what reaches the network. Without it 2 of 5 toy trainings got stuck predicting box + rod for
-        # both "box" and "rod"; with it 9 of 9 seeds of a 300-step proxy and 2 of 2 real runs learned all
+        # both "box" and "rod"; with it 9 of 9 seeds of a 300-step proxy and 3 of 3 real runs learned all
         # shapes. A buffer: saved with the weights, applied to unseen prompts alike.
         self.register_buffer("text_center", torch.zeros(text_dim))
         # the LayerNorm gives the text query the scale of the image tokens: normalised sentence embeddings
