@@ -26,6 +26,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.run.cli import user_errors_to_exit
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def template_files() -> dict:
     paths = {k: folder / v for k, v in _FILES.items()}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"MNI152 template files missing from the nilearn install: {missing}")
+        raise UserInputError(f"MNI152 template files missing from the nilearn install: {missing}")
     return paths
 
 
@@ -137,9 +139,9 @@ def _check_target(out_root: Path, dataset_id: int, overwrite: bool) -> Path:
     final = out_root / f"Dataset{dataset_id:03d}_{DATASET_NAME}"
     others = [p for p in out_root.glob(f"Dataset{dataset_id:03d}_*") if p != final and TMP_MARKER not in p.name]
     if others:
-        raise FileExistsError(f"dataset id {dataset_id} is already used by {others[0]}")
+        raise UserInputError(f"dataset id {dataset_id} is already used by {others[0]}")
     if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} exists (use --overwrite to replace it)")
+        raise UserInputError(f"{final} exists (use --overwrite to replace it)")
     return final
 
 
@@ -150,7 +152,7 @@ def build_mni152_dataset(out_root: PathLike, dataset_id: int, n_subjects: int = 
     Built in a temporary folder and renamed at the end, so an interrupted run leaves no partial dataset.
     """
     if not 1 <= dataset_id <= 999 or n_subjects < 1 or n_test < 0 or spacing <= 0:
-        raise ValueError("need 1 <= dataset_id <= 999, n_subjects >= 1, n_test >= 0, spacing > 0")
+        raise UserInputError("need 1 <= dataset_id <= 999, n_subjects >= 1, n_test >= 0, spacing > 0")
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     final = _check_target(out_root, dataset_id, overwrite)
@@ -186,6 +188,7 @@ def build_mni152_dataset(out_root: PathLike, dataset_id: int, n_subjects: int = 
     return final
 
 
+@user_errors_to_exit("nnUNetv2_text_convert_mni152")
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="nnUNetv2_text_convert_mni152", description=__doc__.splitlines()[0])
     p.add_argument("-d", "--dataset_id", type=int, required=True)
@@ -199,12 +202,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not args.out_root:
         p.error("no output folder: pass -o or set nnUNet_raw")
-    try:
-        out = build_mni152_dataset(args.out_root, args.dataset_id, args.num_subjects, args.test, args.spacing,
-                                   args.seed, args.overwrite)
-    except (FileExistsError, FileNotFoundError, ValueError) as e:
-        print(f"nnUNetv2_text_convert_mni152: error: {e}", file=sys.stderr)
-        return 2
+    out = build_mni152_dataset(args.out_root, args.dataset_id, args.num_subjects, args.test, args.spacing,
+                               args.seed, args.overwrite)
     print(f"dataset written to {out}")
     return 0
 

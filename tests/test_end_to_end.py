@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import CASE_A, CASE_B
+from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.api import TextSegmenter
 from nnunetv2_text.inference.predictor import TextPredictor
 from nnunetv2_text.text.cache import EmbeddingCache
@@ -21,11 +22,6 @@ POSITIVE = {"ball": [1], "box": [2], "rod": [3], "sphere": [1], "the cubic objec
 
 def read(path):
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
-def dice(a, b):
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else 2 * np.logical_and(a, b).sum() / s
 
 
 def test_planning_used_resenc_and_embedding_cache_exists(toy_dataset):

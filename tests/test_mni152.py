@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from dataset_conversion.mni152 import build_mni152_dataset, main
+from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path, validate_against_dataset
 
 SPACING = 6.0
@@ -80,11 +81,11 @@ def test_overwrite_replaces(tmp_path):
     again = build_mni152_dataset(tmp_path, 902, 1, 0, spacing=12.0, seed=1, overwrite=True)
     assert again == first and not (again / "stale.txt").exists()
     (tmp_path / "Dataset903_Other").mkdir()
-    with pytest.raises(FileExistsError, match="already used"):
+    with pytest.raises(UserInputError, match="already used"):
         build_mni152_dataset(tmp_path, 903, 1, 0, spacing=12.0)
 
 
 def test_existing_dataset_needs_overwrite(dataset):
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UserInputError, match="--overwrite"):
         build_mni152_dataset(dataset.parent, 901, 1, 0, SPACING)
     assert main(["-d", "901", "-n", "1", "--test", "0", "--spacing", "8", "-o", str(dataset.parent)]) == 2

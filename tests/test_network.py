@@ -137,3 +137,20 @@ def test_positional_encoding_for_any_grid(grid):
 def test_weights_load_with_and_without_deep_supervision():
     a, b = net_for(4, ds=True), net_for(4, ds=False)
     b.load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("nonlin_first", [False, True])
+def test_nonlin_first_reaches_encoder_and_decoder_blocks(nonlin_first):
+    """Plain-conv plans may ask for conv -> nonlin -> norm; as in dynamic-network-architectures'
+    PlainConvUNet, the decoder's conv blocks must follow the encoder's order."""
+    kw = arch(3)
+    del kw["n_blocks_per_stage"]
+    kw.update(n_conv_per_stage=[1, 1, 1], nonlin_first=nonlin_first)
+    net = build_text_network(kw, REQ, 1, TextNetworkConfig(text_dim=24, **SMALL))
+    for part in (net.encoder, net.decoder):
+        blocks = [m for m in part.modules() if type(m).__name__ == "ConvDropoutNormReLU"]
+        assert blocks
+        for b in blocks:
+            names = [type(m).__name__ for m in b.all_modules]
+            assert names.index("LeakyReLU") < names.index("InstanceNorm3d") if nonlin_first \
+                else names.index("InstanceNorm3d") < names.index("LeakyReLU")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nnunetv2_text.text.vocabulary import parse_vocabulary
-from nnunetv2_text.training.laterality import left_right_axis_from_properties, mirror_axes_without
+from nnunetv2_text.utils.laterality import left_right_axis_from_properties, mirror_axes_without
 from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
 
 SYN = ["s1", "s2", "s3", "s4", "s5"]

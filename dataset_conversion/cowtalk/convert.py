@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_text.run.cli import user_errors_to_exit
 from nnunetv2_text.text.vocabulary import resolve_vocabulary_path
 from nnunetv2_text.utils.io import atomic_write_json
 
@@ -210,6 +211,7 @@ def convert(topcow_folder: Path, dataset_id: int, output_root: Optional[Path] = 
     return final
 
 
+@user_errors_to_exit("nnUNetv2_text_convert_cowtalk")
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_text_convert_cowtalk",
@@ -228,12 +230,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--num_processes", type=int, default=1, help="worker processes (default: 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        folder = convert(args.input, args.dataset_id, args.output, args.name, args.variants, args.seed,
-                         args.modality, args.no_image, args.split, args.overwrite, args.num_processes)
-    except ConversionError as e:
-        print(f"nnUNetv2_text_convert_cowtalk: error: {e}", file=sys.stderr)
-        return 1
+    folder = convert(args.input, args.dataset_id, args.output, args.name, args.variants, args.seed,
+                     args.modality, args.no_image, args.split, args.overwrite, args.num_processes)
     print(folder)
     return 0
 

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_text.errors import UserInputError
+
 from .constants import check_topcow_values
 
 logger = logging.getLogger(__name__)
@@ -23,7 +25,7 @@ IMAGE_PATTERN = re.compile(r"^(topcow_(ct|mr)_(\d+))_0000\.nii\.gz$")
 LABEL_FOLDERS: Tuple[str, ...] = ("cow_seg_labelsTr", "labelsTr")
 
 
-class ConversionError(RuntimeError):
+class ConversionError(UserInputError):
     """Bad input or output location; the message names the files or cases at fault."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
+from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 from nnunetv2_text.training import ensure_ext_trainer_env
 from nnunetv2_text.utils.io import atomic_write_json
@@ -80,10 +81,8 @@ def dice_table(pred_folder: Path, labels_folder: Path, vocab_name: str) -> List[
             pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_folder / rec["file"]))) > 0
             concept = vocab.lookup(prompt)
             gt = np.isin(ref, concept.labels) if concept else np.zeros_like(pred)
-            total = pred.sum() + gt.sum()
             rows.append({"case": case, "prompt": prompt, "concept": concept.id if concept else None,
-                         "present": bool(gt.any()), "pred_voxels": int(pred.sum()),
-                         "dice": float(2 * (pred & gt).sum() / total) if total else 1.0})
+                         "present": bool(gt.any()), "pred_voxels": int(pred.sum()), "dice": dice(pred, gt)})
     return rows
 
 

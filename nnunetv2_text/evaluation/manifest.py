@@ -14,6 +14,7 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.text.vocabulary import Concept, Vocabulary, normalize_term
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "nnunetv2_text.manifest"
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(UserInputError):
     """Bad evaluation input; the message names the file and the case."""
 
 

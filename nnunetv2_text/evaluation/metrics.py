@@ -42,7 +42,13 @@ def _crop_pair(a: np.ndarray, b: np.ndarray, margin: int = 1) -> Tuple[np.ndarra
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Volumetric Dice; 1.0 when both masks are empty (the correct answer to a negative prompt)."""
+    """Volumetric Dice, the project's only implementation; 1.0 when both masks are empty.
+
+    Both empty is the correct answer to a prompt whose structure is absent, so it scores 1 (MONAI's
+    ``ignore_empty=False``). Summaries that average Dice state which (case, prompt) pairs they average:
+    the reports, the trainer's validation and the demo average over pairs whose reference is present
+    and count the absent ones separately, so a mean Dice never mixes in these 1.0s.
+    """
     pred, ref = pred.astype(bool, copy=False), ref.astype(bool, copy=False)
     total = int(pred.sum()) + int(ref.sum())
     if total == 0:

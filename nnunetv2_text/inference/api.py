@@ -14,6 +14,7 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import logits_to_masks
 from nnunetv2_text.inference.predictor import TextPredictor
 
@@ -34,7 +35,7 @@ class TextSegmenter:
         p = self.predictor
         if isinstance(image, np.ndarray):
             if spacing is None:
-                raise ValueError("an array needs its spacing (in array axis order, as SimpleITK's reversed)")
+                raise UserInputError("an array needs its spacing (in array axis order, as SimpleITK's reversed)")
             data = image.astype(np.float32)
             if data.ndim == 3:
                 data = data[None]
@@ -42,7 +43,7 @@ class TextSegmenter:
         files = [str(image)] if isinstance(image, (str, Path)) else [str(f) for f in image]
         for f in files:
             if not Path(f).is_file():
-                raise FileNotFoundError(f"{f}: image not found")
+                raise UserInputError(f"{f}: image not found")
         return p.plans_manager.image_reader_writer_class().read_images(files)
 
     def predict(self, image: ImageLike, prompts: Sequence[str], spacing: Optional[Sequence[float]] = None,
@@ -51,10 +52,10 @@ class TextSegmenter:
         p = self.predictor
         prompts = list(dict.fromkeys(prompts))
         if not prompts or any(not q.strip() for q in prompts):
-            raise ValueError(f"prompts must be non-empty strings, got {prompts!r}")
+            raise UserInputError(f"prompts must be non-empty strings, got {prompts!r}")
         data, props = self._load(image, spacing)
         if data.shape[0] != p.num_input_channels:
-            raise ValueError(f"image has {data.shape[0]} channel(s), the model needs {p.num_input_channels}")
+            raise UserInputError(f"image has {data.shape[0]} channel(s), the model needs {p.num_input_channels}")
         pre = p.configuration_manager.preprocessor_class(verbose=False)
         data, _, props = pre.run_case_npy(data, None, props, p.plans_manager, p.configuration_manager,
                                           p.dataset_json)

@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+import SimpleITK as sitk
 from nnunetv2.inference.data_iterators import preprocessing_iterator_fromfiles
 from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 from tqdm import tqdm
 
+from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
 from nnunetv2_text.inference.prompt_file import PromptFileError, PromptSpec, unique_slugs
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
@@ -38,8 +40,8 @@ FRAGMENTS = ".manifest"
 MANIFEST = "manifest.json"
 
 
-class InputError(ValueError):
-    pass
+class InputError(UserInputError):
+    """An input image folder or case is unusable; the message names the case and file."""
 
 
 def list_input_cases(input_folder: Path, file_ending: str, num_channels: int) -> Dict[str, List[str]]:
@@ -58,10 +60,49 @@ def list_input_cases(input_folder: Path, file_ending: str, num_channels: int) ->
         if sorted(os.path.abspath(f) for f in files) != sorted(os.path.abspath(f) for f in expected):
             raise InputError(f"{input_folder}: case '{case}' needs channels _0000.._{num_channels - 1:04d}, has "
                              f"{[os.path.basename(f) for f in files]}")
+        check_case_images(case, sorted(files))
         cases[case] = sorted(files)
     if not cases:
         raise InputError(f"{input_folder}: no images ending in {file_ending}")
     return cases
+
+
+#: channels of one case must agree this closely (spacing and origin in mm, direction cosines)
+GEOMETRY_TOLERANCE = 1e-4
+
+
+def check_case_images(case: str, files: List[str]) -> None:
+    """Read the image headers of one case and stop on what nnU-Net would only fail on deep in a worker
+    process (a 4D series ends as "background workers died"): every channel must be a 3D image, and all
+    channels must share size, spacing, origin and direction. Formats SimpleITK cannot read are left to
+    the dataset's own reader."""
+    geoms = []
+    for f in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(f))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError:
+            return
+        dim = reader.GetDimension()
+        size = reader.GetSize()
+        if dim == 4 and size[3] == 1:  # a 3D volume stored with a trailing singleton time axis is fine
+            size = size[:3]
+        elif dim != 3:
+            raise InputError(f"case '{case}': {os.path.basename(f)} is a {dim}D image of size {tuple(size)}; "
+                             f"a 3D image is expected (split a 4D series into one file per channel: "
+                             f"{case}_0000, {case}_0001, ...)")
+        geoms.append((os.path.basename(f), tuple(size), np.array(reader.GetSpacing()[:3]),
+                       np.array(reader.GetOrigin()[:3]), np.array(reader.GetDirection()).reshape(dim, dim)[:3, :3]))
+    for name, size, spacing, origin, direction in geoms[1:]:
+        ref = geoms[0]
+        for what, a, b in (("size", size, ref[1]), ("spacing", spacing, ref[2]), ("origin", origin, ref[3]),
+                           ("direction", direction, ref[4])):
+            same = a == b if what == "size" else np.allclose(a, b, atol=GEOMETRY_TOLERANCE, rtol=0)
+            if not same:
+                raise InputError(f"case '{case}': channel {name} differs from {ref[0]} in {what} "
+                                 f"({np.asarray(a).round(5).tolist()} vs {np.asarray(b).round(5).tolist()}); "
+                                 f"all channels of a case must share one geometry")
 
 
 @contextmanager
@@ -107,7 +148,7 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     all_prompts = list(dict.fromkeys(p for ps in prompts_of.values() for p in ps))
     try:
         emb_all = predictor.embed_prompts(all_prompts, cache_file, encoder_device) if all_prompts else None
-    except ValueError as e:
+    except UserInputError as e:
         raise PromptFileError(f"{spec.source}: {e}") from None
     row = {p: i for i, p in enumerate(all_prompts)}
 

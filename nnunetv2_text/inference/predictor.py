@@ -23,11 +23,12 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
-from nnunetv2_text.network import TextNetworkConfig, build_text_network
+from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.network import TextNetworkConfig, build_text_network, unwrap_network
 from nnunetv2_text.text.cache import EmbeddingCache
 from nnunetv2_text.text.encoder import TextEncoder
 from nnunetv2_text.text.vocabulary import parse_vocabulary
-from nnunetv2_text.training.laterality import mirror_axes_without
+from nnunetv2_text.utils.laterality import mirror_axes_without
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class TextPredictor(nnUNetPredictor):
         if isinstance(use_folds, (str, int)):
             use_folds = [use_folds]
         if not use_folds:
-            raise FileNotFoundError(f"{folder}: no fold_*/{checkpoint_name} found")
+            raise UserInputError(f"{folder}: no fold_*/{checkpoint_name} found")
         dataset_json = json.loads((folder / "dataset.json").read_text())
         plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
         params, first = [], None
@@ -71,14 +72,14 @@ class TextPredictor(nnUNetPredictor):
             f = f if f == "all" else int(f)
             ckpt_file = folder / f"fold_{f}" / checkpoint_name
             if not ckpt_file.is_file():
-                raise FileNotFoundError(f"{ckpt_file}: checkpoint not found")
+                raise UserInputError(f"{ckpt_file}: checkpoint not found")
             ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
             if "text" not in ckpt:
-                raise ValueError(f"{ckpt_file}: not a text model checkpoint (trainer {ckpt.get('trainer_name')})")
+                raise UserInputError(f"{ckpt_file}: not a text model checkpoint (trainer {ckpt.get('trainer_name')})")
             if first is None:
                 first = ckpt
             elif ckpt["text"]["network_config"] != first["text"]["network_config"]:
-                raise ValueError(f"{ckpt_file}: network config differs from the other folds")
+                raise UserInputError(f"{ckpt_file}: network config differs from the other folds")
             params.append(ckpt["network_weights"])
         configuration_manager = plans_manager.get_configuration(first["init_args"]["configuration"])
         self.model_folder = folder
@@ -87,7 +88,7 @@ class TextPredictor(nnUNetPredictor):
 
     def initialize_from_trainer(self, trainer) -> None:
         """Used by the trainer's final validation: its live network and text entry."""
-        net = trainer.network.module if trainer.is_ddp else trainer.network
+        net = unwrap_network(trainer.network)
         self._setup(trainer.plans_manager, trainer.configuration_manager, trainer.dataset_json,
                     trainer.text_checkpoint_entry(), None, trainer.__class__.__name__,
                     trainer.inference_allowed_mirroring_axes, network=net)
@@ -141,7 +142,7 @@ class TextPredictor(nnUNetPredictor):
             emb = cache.get(model_id, instruction, prompts, expected_dim=dim)
             cache.save()
         if emb.shape[1] != dim:
-            raise ValueError(f"encoder {model_id} gives dimension {emb.shape[1]}, the model expects {dim}")
+            raise UserInputError(f"encoder {model_id} gives dimension {emb.shape[1]}, the model expects {dim}")
         return emb
 
     def set_prompts(self, embeddings: Union[np.ndarray, torch.Tensor]) -> None:

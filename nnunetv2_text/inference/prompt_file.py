@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
+from nnunetv2_text.errors import UserInputError
 
-class PromptFileError(ValueError):
-    pass
+
+class PromptFileError(UserInputError):
+    """A prompt or instruction file is unreadable or names cases or prompts that do not fit."""
 
 
 @dataclass

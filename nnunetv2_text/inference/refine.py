@@ -16,6 +16,7 @@ from typing import Dict, List, Sequence, Union
 import numpy as np
 import torch
 
+from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.prompt_file import PromptFileError
 from nnunetv2_text.text.instructions import contiguous_id, contiguous_to_original, original_to_contiguous
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
@@ -61,7 +62,7 @@ class Refiner:
         self.p = predictor
         ct = predictor.dataset_json.get("cowtalk")
         if ct is None or predictor.network_config.outputs_per_prompt < 2:
-            raise ValueError("not a refinement model: its dataset.json has no 'cowtalk' entry")
+            raise UserInputError("not a refinement model: its dataset.json has no 'cowtalk' entry")
         self.shape_channels = {int(ch): int(v) for ch, v in ct["shape_channels"].items()}  # channel -> original id
         self.to_original = contiguous_to_original(predictor.dataset_json)
         self.to_contiguous = original_to_contiguous(predictor.dataset_json)
@@ -125,6 +126,7 @@ def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, s
 
 def validate_refinement(trainer) -> dict:
     """Final validation of a refinement trainer: per-class Dice of the refined validation cases."""
+    from nnunetv2_text.evaluation.metrics import dice
     from nnunetv2_text.inference.predictor import TextPredictor
     from nnunetv2_text.text.instructions import join_instructions
 
@@ -144,13 +146,12 @@ def validate_refinement(trainer) -> dict:
         emb = trainer.text.embeddings[[index[text]]]
         logits = predictor.predict_case_logits(torch.from_numpy(np.asarray(data)).float(), emb)
         pred, ref = logits.argmax(0).numpy(), np.asarray(seg)[0]
-        dices = {}
-        for c in range(1, n_classes):
-            s = (pred == c).sum() + (ref == c).sum()
-            dices[str(c)] = None if s == 0 else float(2 * ((pred == c) & (ref == c)).sum() / s)
-        per_case[key] = dices
-    vals = [v for d in per_case.values() for v in d.values() if v is not None]
-    summary = {"metric": "Dice per class after one refinement step (preprocessed space)",
+        # classes in either mask, as evaluation/cowtalk.py scores them (a class in neither is not scored)
+        per_case[key] = {str(c): dice(pred == c, ref == c) for c in range(1, n_classes)
+                         if (pred == c).any() or (ref == c).any()}
+    vals = [v for d in per_case.values() for v in d.values()]
+    summary = {"metric": "Dice per class present in prediction or reference, after one refinement step "
+                         "(preprocessed space; evaluation.metrics.dice)",
                "mean": float(np.mean(vals)) if vals else None, "per_case": per_case}
     out = Path(trainer.output_folder) / "validation"
     out.mkdir(parents=True, exist_ok=True)

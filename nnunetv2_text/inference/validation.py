@@ -8,29 +8,20 @@ per concept and case, the per-concept mean and the overall mean; the training lo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.export import logits_to_masks
 from nnunetv2_text.inference.predictor import TextPredictor
 from nnunetv2_text.utils.io import atomic_write_json
 
 
-def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice with the empty-vs-empty convention of nnU-Net's own summary (NaN: nothing to score)."""
-    inter, total = np.logical_and(pred, ref).sum(), pred.sum() + ref.sum()
-    return float("nan") if total == 0 else float(2.0 * inter / total)
-
-
-def _nan_to_none(obj):
-    """JSON has no NaN: write null (a concept absent from prediction and reference)."""
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, float) and obj != obj:
-        return None
-    return obj
+def _mean_or_none(values) -> Optional[float]:
+    return float(np.mean(values)) if len(values) else None
 
 
 def validate_trainer(trainer, save_probabilities: bool = False) -> dict:
@@ -51,26 +42,37 @@ def validate_trainer(trainer, save_probabilities: bool = False) -> dict:
     gt_folder = Path(trainer.preprocessed_dataset_folder_base) / "gt_segmentations"
     rw = trainer.plans_manager.image_reader_writer_class()
     ending = trainer.dataset_json["file_ending"]
-    per_case = {}
+    per_case, present = {}, {}
     for key in tqdm(val_keys, desc="validation", disable=trainer.local_rank != 0):
         data, _, _, props = dataset.load_case(key)
         logits = predictor.predict_case_logits(torch.from_numpy(np.asarray(data)), emb)
         masks, _ = logits_to_masks(logits, props, trainer.plans_manager, trainer.configuration_manager)
         ref, _ = rw.read_seg(str(gt_folder / f"{key}{ending}"))
-        ref = ref[0]
-        per_case[key] = {c.main: dice(m > 0, np.isin(ref, c.labels)) for c, m in zip(concepts, masks)}
-    per_concept = {c.main: float(np.nanmean([per_case[k][c.main] for k in per_case] or [np.nan]))
-                   for c in concepts}
-    summary = {"metric": "Dice per concept (main term), original geometry; NaN = absent in prediction and "
-                         "reference", "per_concept": per_concept,
-               "mean": float(np.nanmean(list(per_concept.values()))) if per_concept else float("nan"),
-               "per_case": per_case}
+        refs = [np.isin(ref[0], c.labels) for c in concepts]
+        per_case[key] = {c.main: dice(m > 0, r) for c, m, r in zip(concepts, masks, refs)}
+        present[key] = {c.main: bool(r.any()) for c, r in zip(concepts, refs)}
+    per_concept, absent_empty = {}, {}
+    for c in concepts:
+        per_concept[c.main] = _mean_or_none([per_case[k][c.main] for k in per_case if present[k][c.main]])
+        # Dice of an absent concept is 1 exactly when nothing was predicted
+        absent = [per_case[k][c.main] == 1.0 for k in per_case if not present[k][c.main]]
+        absent_empty[c.main] = {"cases": len(absent), "predicted_empty": int(sum(absent))}
+    scored = [v for v in per_concept.values() if v is not None]
+    summary = {"metric": "Dice per concept (main term), original geometry, over the cases whose reference "
+                         "contains the concept (evaluation.metrics.dice)",
+               "per_concept": per_concept, "mean": _mean_or_none(scored),
+               "absent_predicted_empty": absent_empty, "per_case": per_case}
     out = Path(trainer.output_folder) / "validation"
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "summary.json", _nan_to_none(summary))
+    atomic_write_json(out / "summary.json", summary)
     trainer.print_to_log_file("Validation complete", also_print_to_console=True)
     for name, value in per_concept.items():
-        trainer.print_to_log_file(f"  Dice '{name}': {value:.4f}", also_print_to_console=True)
-    trainer.print_to_log_file(f"Mean validation Dice: {summary['mean']:.4f}", also_print_to_console=True)
+        a = absent_empty[name]
+        trainer.print_to_log_file(f"  Dice '{name}': {'-' if value is None else f'{value:.4f}'} "
+                                  f"(absent in {a['cases']} cases, predicted empty in {a['predicted_empty']})",
+                                  also_print_to_console=True)
+    mean = summary["mean"]
+    trainer.print_to_log_file(f"Mean validation Dice: {'-' if mean is None else f'{mean:.4f}'}",
+                              also_print_to_console=True)
     trainer.set_deep_supervision_enabled(True)
     return summary

@@ -48,7 +48,10 @@ def build_text_network(arch_kwargs: Mapping, requires_import: Iterable[str], num
                                    nonlin_first=kw.get("nonlin_first", False), **common)
     else:
         raise ValueError("plans arch kwargs name neither n_blocks_per_stage (ResEnc) nor n_conv_per_stage")
-    net = TextPromptableUNet(encoder, config, kw["n_conv_per_stage_decoder"], deep_supervision)
+    # as in dynamic-network-architectures' PlainConvUNet, the decoder's conv blocks follow the encoder's order
+    # (ResEnc plans have no nonlin_first: conv -> norm -> nonlin in both)
+    net = TextPromptableUNet(encoder, config, kw["n_conv_per_stage_decoder"], deep_supervision,
+                             nonlin_first=kw.get("nonlin_first", False))
     if initialize:
         net.apply(net.initialize)
     return net

@@ -23,7 +23,7 @@ class TextPromptableUNet(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, config: TextNetworkConfig, n_conv_per_stage_decoder,
-                 deep_supervision: bool = True):
+                 deep_supervision: bool = True, nonlin_first: bool = False):
         super().__init__()
         self.config = config
         self.bound_text: Optional[torch.Tensor] = None
@@ -39,7 +39,7 @@ class TextPromptableUNet(nn.Module):
             str(s): StageAdapter(config.prompt_dim, config.adapter_hidden, config.guidance_dim, dec_chans[s])
             for s in fusion})
         self.decoder = TextFusionDecoder(encoder, n_conv_per_stage_decoder, config.guidance_dim, fusion,
-                                         config.outputs_per_prompt, deep_supervision)
+                                         config.outputs_per_prompt, deep_supervision, nonlin_first)
 
     def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
         return self.encoder(x)
@@ -78,3 +78,11 @@ class TextPromptableUNet(nn.Module):
         """nnU-Net's ResEnc initialisation for the convolutions; transformer parts keep torch defaults."""
         InitWeights_He(1e-2)(module)
         init_last_bn_before_add_to_0(module)
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The module itself, under DistributedDataParallel and/or ``torch.compile`` (nnU-Net applies both):
+    the one place that knows how, for code that needs the text network's own methods or state dict."""
+    if isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
+    return getattr(network, "_orig_mod", network)

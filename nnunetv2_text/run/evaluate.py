@@ -10,7 +10,7 @@ from typing import List, Optional
 from nnunetv2_text.evaluation.cowtalk import evaluate_cowtalk
 from nnunetv2_text.evaluation.manifest import EvaluationInputError
 from nnunetv2_text.evaluation.report import evaluate_folder
-from nnunetv2_text.text.vocabulary import VocabularyError
+from nnunetv2_text.run.cli import user_errors_to_exit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,20 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@user_errors_to_exit("nnUNetv2_text_evaluate")
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        if args.cowtalk:
-            evaluate_cowtalk(args.pred, args.ref, args.cowtalk, args.out, args.num_processes)
-        else:
-            if not args.vocab:
-                raise EvaluationInputError("--vocab is required (unless --cowtalk is given)")
-            evaluate_folder(args.pred, args.ref, args.vocab, args.out, args.nsd_tolerance, args.paraphrases,
-                            args.tubular, args.num_processes)
-    except (EvaluationInputError, VocabularyError) as e:
-        print(f"nnUNetv2_text_evaluate: error: {e}", file=sys.stderr)
-        return 2
+    if args.cowtalk:
+        evaluate_cowtalk(args.pred, args.ref, args.cowtalk, args.out, args.num_processes)
+    else:
+        if not args.vocab:
+            raise EvaluationInputError("--vocab is required (unless --cowtalk is given)")
+        evaluate_folder(args.pred, args.ref, args.vocab, args.out, args.nsd_tolerance, args.paraphrases,
+                        args.tubular, args.num_processes)
     print(f"results written to {args.out}")
     return 0
 

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.utils.io import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ FORMAT = "nnunetv2_text.embedding_cache"
 META_KEY = "nnunetv2_text"
 
 
-class EmbeddingCacheError(ValueError):
+class EmbeddingCacheError(UserInputError):
     """The cache cannot serve a request; the message names the file, encoder or text at fault."""
 
 

@@ -21,6 +21,7 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.text.cache import EmbeddingCache, EmbeddingCacheError
 from nnunetv2_text.text.vocabulary import (Vocabulary, VocabularyError, load_vocabulary, parse_vocabulary,
                                            resolve_vocabulary_path, validate_against_dataset)
@@ -81,7 +82,7 @@ def load_dataset_text(preprocessed_dataset_base: Path, dataset_json: dict,
     enc_file, vocab_file, cache_file = folder / ENCODER_FILE, folder / VOCAB_FILE, folder / CACHE_FILE
     for f in (enc_file, vocab_file, cache_file):
         if not f.is_file():
-            raise FileNotFoundError(
+            raise UserInputError(
                 f"{f} is missing: run `nnUNetv2_text_embed -d {Path(preprocessed_dataset_base).name}` "
                 "after planning and before training")
     enc = json.loads(enc_file.read_text(encoding="utf-8"))
@@ -122,7 +123,7 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
     texts = list(dict.fromkeys(list(vocabulary.all_terms()) + extra_texts))
     for t in texts:
         if not t.strip():
-            raise ValueError(f"{src}: empty text among the terms")
+            raise UserInputError(f"{src}: empty text among the terms")
     added = cache.update_with(encoder, texts)
     dim = cache.get(encoder.model_id, encoder.instruction, texts[:1]).shape[1]
     if added:

@@ -16,6 +16,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from nnunetv2_text.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 #: model id under which the bundled MiniLM is recorded in caches and checkpoints
@@ -99,7 +101,7 @@ class TextEncoder:
         for t in texts:
             n = self.token_count(t)
             if n > limit:
-                raise ValueError(f"prompt '{t[:60]}...' has {n} tokens, more than the encoder's limit of {limit} "
+                raise UserInputError(f"prompt '{t[:60]}...' has {n} tokens, more than the encoder's limit of {limit} "
                                  f"({self.model_id})")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -28,13 +28,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from nnunetv2_text.errors import UserInputError
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "nnunetv2_text.vocabulary"
 MIN_SYNONYMS = 5
 
 
-class VocabularyError(ValueError):
+class VocabularyError(UserInputError):
     """A vocabulary is malformed or does not fit its dataset; the message names file and key."""
 
 

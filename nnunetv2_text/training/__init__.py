@@ -1,4 +1,4 @@
-"""Training: nnU-Net trainers for text-conditioned networks, prompt sampling, laterality."""
+"""Training: nnU-Net trainers for text-conditioned networks and their prompt sampling."""
 from __future__ import annotations
 
 import os

@@ -99,9 +99,7 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
     def validation_step(self, batch: dict) -> dict:
         data, target = self._to_device(batch)
         data, text, target, _ = self.prompt_batch(batch, data, target, training=False)
-        net = self.network.module if self.is_ddp else self.network
-        net = getattr(net, "_orig_mod", net)
-        with net.bind_text(text):  # nnU-Net's own multi-class validation step, unchanged
+        with self.text_network().bind_text(text):  # nnU-Net's own multi-class validation step, unchanged
             return nnUNetTrainer.validation_step(self, {**batch, "data": data, "target": target})
 
     def _log_validation_order(self) -> None:

@@ -14,7 +14,10 @@ Tunables are class attributes, so a variant is a three-line subclass (see :mod:`
 """
 from __future__ import annotations
 
+import functools
+import os
 import shutil
+import types
 from pathlib import Path
 from typing import Optional
 
@@ -27,11 +30,11 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
-from torch._dynamo import OptimizedModule
 
-from nnunetv2_text.network import TextNetworkConfig, build_text_network
+from nnunetv2_text.inference.plain_nnunet import refuse_plain_nnunet_predictor
+from nnunetv2_text.network import TextNetworkConfig, TextPromptableUNet, build_text_network, unwrap_network
 from nnunetv2_text.text.dataset_text import DatasetText, load_dataset_text, text_folder
-from nnunetv2_text.training.laterality import left_right_axis_from_properties, mirror_axes_without
+from nnunetv2_text.utils.laterality import left_right_axis_from_properties, mirror_axes_without
 from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
 
 CHECKPOINT_TEXT_KEY = "text"
@@ -48,6 +51,25 @@ def check_cases_have_foreground(preprocessed_folder: str, keys) -> None:
         if not any(len(v) for v in locs.values()):
             raise RuntimeError(f"training case '{k}' has no foreground voxel (no label > 0 in its label map, "
                                f"see {preprocessed_folder}/{k}.pkl); fix or remove it from the dataset")
+
+
+class _instance_only:
+    """Descriptor for ``build_network_architecture``: a method on instances (the trainer); on the class,
+    which is how nnU-Net's own predictor calls it, a stand-in that explains which command to use."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return functools.partial(_refuse_plain_predictor, owner.__name__)
+        return types.MethodType(self.fn, obj)
+
+
+def _refuse_plain_predictor(trainer_name: str, plans_manager=None, configuration_manager=None, *args, **kwargs):
+    # the parameter names matter: nnU-Net inspects them to pick its calling convention
+    refuse_plain_nnunet_predictor(trainer_name)
 
 
 class TextFusionTrainer(nnUNetTrainer):
@@ -104,10 +126,12 @@ class TextFusionTrainer(nnUNetTrainer):
     def network_config_overrides(self) -> dict:
         return dict(self.network_overrides)
 
+    @_instance_only
     def build_network_architecture(self, plans_manager, configuration_manager, num_input_channels,
                                    num_output_channels, enable_deep_supervision: bool = True) -> torch.nn.Module:
         """Instance method (not static as in nnU-Net): the network needs the text config, which depends on
-        the dataset's embedding cache. The predictor rebuilds it from the checkpoint with the same builder.
+        the dataset's embedding cache. The predictor rebuilds it from the checkpoint with the same builder;
+        nnU-Net's own predictor, which calls this on the class, is sent to ``nnUNetv2_text_predict``.
         The prompt centre (mean of the vocabulary's term embeddings) is set here and saved with the weights.
 
         Without deep supervision only the last head is used: the others are frozen here, before nnU-Net
@@ -200,33 +224,26 @@ class TextFusionTrainer(nnUNetTrainer):
             rows.append(order[: self.max_val_prompts])
         return torch.tensor(rows, dtype=torch.long)
 
-    def _autocast(self):
-        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+    def text_network(self) -> TextPromptableUNet:
+        """The text network itself, whether nnU-Net wrapped it in DDP, compiled it, or both."""
+        return unwrap_network(self.network)
 
     def train_step(self, batch: dict) -> dict:
+        """nnU-Net's own train step (AMP, grad scaler, clipping, optimizer), run with this batch's sampled
+        prompts bound to the network and its per-prompt targets: upstream fixes to the step apply here."""
         data, target = self._to_device(batch)
         data, text, target, _ = self.prompt_batch(batch, data, target, training=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            output = self.network(data, text)
-            loss = self.loss(output, target)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-            self.optimizer.step()
-        return {"loss": loss.detach().cpu().numpy()}
+        with self.text_network().bind_text(text):
+            return super().train_step({**batch, "data": data, "target": target})
 
     def validation_step(self, batch: dict) -> dict:
-        """Loss and per-concept tp/fp/fn of each single-label concept's main term (nnU-Net's pseudo Dice)."""
+        """Loss and per-concept tp/fp/fn of each single-label concept's main term (nnU-Net's pseudo Dice).
+
+        Not nnU-Net's step: its counts are per output channel, while here the channels are prompt slots
+        that hold different concepts in every batch, so the counts are scattered onto concepts."""
         data, target = self._to_device(batch)
         data, text, target, concepts = self.prompt_batch(batch, data, target, training=False)
-        with self._autocast():
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             output = self.network(data, text)
             loss = self.loss(output, target)
         if self.enable_deep_supervision:
@@ -274,27 +291,18 @@ class TextFusionTrainer(nnUNetTrainer):
                 "left_right_axis": self.left_right_axis()}
 
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint plus a ``text`` entry (config, encoder id, dim, vocabulary and its hash)."""
-        if self.local_rank != 0:
+        """nnU-Net's checkpoint, then a ``text`` entry (config, encoder id, dim, vocabulary and its hash).
+
+        nnU-Net builds and writes its dict in one method, so the entry is added to the written file (read
+        back memory-mapped, replaced atomically): whatever upstream adds to its checkpoints is kept."""
+        super().save_checkpoint(filename)
+        if self.local_rank != 0 or self.disable_checkpointing:
             return
-        if self.disable_checkpointing:
-            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
-            return
-        mod = self.network.module if self.is_ddp else self.network
-        if isinstance(mod, OptimizedModule):
-            mod = mod._orig_mod
-        torch.save({
-            "network_weights": mod.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
-            "logging": self.logger.get_checkpoint(),
-            "_best_ema": self._best_ema,
-            "current_epoch": self.current_epoch + 1,
-            "init_args": self.my_init_kwargs,
-            "trainer_name": self.__class__.__name__,
-            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
-            CHECKPOINT_TEXT_KEY: self.text_checkpoint_entry(),
-        }, filename)
+        ckpt = torch.load(filename, map_location="cpu", weights_only=False, mmap=True)
+        ckpt[CHECKPOINT_TEXT_KEY] = self.text_checkpoint_entry()
+        tmp = f"{filename}.{os.getpid()}.tmp"
+        torch.save(ckpt, tmp)
+        os.replace(tmp, filename)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         ckpt = filename_or_checkpoint
