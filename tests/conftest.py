@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dataset_conversion.cowtalk.phantom import write_phantom_topcow
 from nnunetv2_text.demo.pipeline import derive_plans
 from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
 from nnunetv2_text.training import ensure_ext_trainer_env
@@ -25,8 +26,22 @@ LEARN_TRAINER = "TextFusionTrainer_demo"  # the demo's schedule: the tests train
 #: test images: anisotropic spacing and a non-identity direction (rotation by 90 degrees about z)
 TEST_SPACING = (1.2, 1.0, 0.9)
 TEST_DIRECTION = (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+COWTALK_ID = 992
+COWTALK_PLANS = "nnUNetResEncUNetTinyPlans"
 #: the first two held-out cases (numbered after the training cases) hold all three shapes; the third has no rod
 CASE_A, CASE_B = (f"toy_{TRAIN_CASES + k:03d}" for k in range(2))
+
+
+#: session fixtures that plan, embed or train through the real commands: a test using one is ``slow``
+SLOW_FIXTURES = {"toy_dataset", "trained_model", "predictions", "cowtalk_dataset", "cowtalk_model"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs a planned or trained model as ``slow`` (registered in pytest.ini), so
+    ``pytest -m "not slow"`` is a quick check; CI and the README's command run everything."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def cli(name: str) -> str:
@@ -99,3 +114,20 @@ def predictions(toy_dataset, trained_model, nnunet_env, tmp_path_factory) -> dic
     prompts.write_text("ball\nbox\nrod\nsphere\nthe cubic object\nall shapes\n", encoding="utf-8")
     run_cli(predict_args(toy_dataset, trained_model, toy_dataset["raw"] / "imagesTs", out, prompts), nnunet_env)
     return {"folder": out, "manifest": json.loads((out / "manifest.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def cowtalk_dataset(nnunet_env, tmp_path_factory) -> dict:
+    """Phantom TopCoW -> nnUNetv2_text_convert_cowtalk -> planning (ResEncM, tiny copy) -> embedding."""
+    topcow = tmp_path_factory.mktemp("topcow")
+    write_phantom_topcow(topcow, n_subjects=3, modalities=("ct",), seed=0)
+    run_cli([cli("nnUNetv2_text_convert_cowtalk"), "-i", str(topcow), "-d", str(COWTALK_ID), "--variants", "2",
+             "--modality", "ct", "--seed", "0"], nnunet_env)
+    raw = next(Path(nnunet_env["nnUNet_raw"]).glob(f"Dataset{COWTALK_ID}_*"))
+    run_cli([cli("nnUNetv2_plan_and_preprocess"), "-d", str(COWTALK_ID), "-pl", "nnUNetPlannerResEncM", "-c",
+             "3d_fullres", "-np", "1"], nnunet_env)
+    pre = Path(nnunet_env["nnUNet_preprocessed"]) / raw.name
+    derive_plans(pre, "nnUNetResEncUNetMPlans", COWTALK_PLANS, features=(8, 16, 32, 64), blocks=(1, 1, 1, 1),
+                 batch_size=2)
+    run_cli([cli("nnUNetv2_text_embed"), "-d", str(COWTALK_ID)], nnunet_env)
+    return {"raw": raw, "pre": pre, "id": COWTALK_ID}

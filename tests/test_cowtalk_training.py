@@ -9,14 +9,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import cli, run_cli
-from dataset_conversion.cowtalk.phantom import write_phantom_topcow
-from nnunetv2_text.demo.pipeline import derive_plans
+from conftest import COWTALK_ID, COWTALK_PLANS, cli, run_cli
 from nnunetv2_text.training.channel_transforms import OnlyChannels
 from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
 
-DATASET_ID = 992
-PLANS = "nnUNetResEncUNetTinyPlans"
 TRAINER = "CoWTalkRefineTrainer_testSmoke"
 
 
@@ -30,21 +26,11 @@ def test_intensity_augmentation_touches_only_the_image_channel():
 
 
 @pytest.fixture(scope="module")
-def cowtalk_model(nnunet_env, tmp_path_factory):
-    topcow = tmp_path_factory.mktemp("topcow")
-    write_phantom_topcow(topcow, n_subjects=3, modalities=("ct",), seed=0)
-    run_cli([cli("nnUNetv2_text_convert_cowtalk"), "-i", str(topcow), "-d", str(DATASET_ID), "--variants", "2",
-             "--modality", "ct", "--seed", "0"], nnunet_env)
-    raw = next(Path(nnunet_env["nnUNet_raw"]).glob(f"Dataset{DATASET_ID}_*"))
-    run_cli([cli("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-pl", "nnUNetPlannerResEncM", "-c",
-             "3d_fullres", "-np", "1"], nnunet_env)
-    pre = Path(nnunet_env["nnUNet_preprocessed"]) / raw.name
-    derive_plans(pre, "nnUNetResEncUNetMPlans", PLANS, features=(8, 16, 32, 64), blocks=(1, 1, 1, 1), batch_size=2)
-    run_cli([cli("nnUNetv2_text_embed"), "-d", str(DATASET_ID)], nnunet_env)
-    run_cli([cli("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", TRAINER, "-p", PLANS,
+def cowtalk_model(cowtalk_dataset, nnunet_env):
+    run_cli([cli("nnUNetv2_train"), str(COWTALK_ID), "3d_fullres", "0", "-tr", TRAINER, "-p", COWTALK_PLANS,
              "-device", "cpu"], nnunet_env)
-    folder = Path(nnunet_env["nnUNet_results"]) / raw.name / f"{TRAINER}__{PLANS}__3d_fullres"
-    return {"raw": raw, "pre": pre, "folder": folder}
+    folder = Path(nnunet_env["nnUNet_results"]) / cowtalk_dataset["raw"].name / f"{TRAINER}__{COWTALK_PLANS}__3d_fullres"
+    return {**cowtalk_dataset, "folder": folder}
 
 
 def test_refinement_trainer_trains_and_records_instructions(cowtalk_model):
@@ -70,7 +56,7 @@ def test_iterative_refinement_keeps_every_step(cowtalk_model, nnunet_env, tmp_pa
                                                   + ["Leave everything else unchanged."]}}))
     out = tmp_path / "out"
     run_cli([cli("nnUNetv2_text_predict"), "-i", str(inp), "-o", str(out), "--instructions", str(instructions),
-             "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", PLANS, "-device", "cpu"],
+             "-d", str(COWTALK_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", COWTALK_PLANS, "-device", "cpu"],
             nnunet_env)
     manifest = json.loads((out / "refinement.json").read_text())
     steps = manifest["cases"][case]["steps"]

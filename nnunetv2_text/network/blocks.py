@@ -63,11 +63,10 @@ class PromptDecoder(nn.Module):
 
     def __init__(self, text_dim: int, image_channels: int, dim: int, layers: int, heads: int, ffn_dim: int):
         super().__init__()
-        # sentence embeddings share a large common direction (cosine 0.2-0.4 between unrelated toy terms
-        # with MiniLM); the training vocabulary's mean is subtracted so that what tells prompts apart is
-        # what reaches the network. Without it 2 of 5 toy trainings got stuck predicting box + rod for
-        # both "box" and "rod"; with it 9 of 9 seeds of a 300-step proxy and 3 of 3 real runs learned all
-        # shapes. A buffer: saved with the weights, applied to unseen prompts alike.
+        # sentence embeddings share a large common direction, so the training vocabulary's mean is
+        # subtracted: what tells prompts apart is then what reaches the network (without it, trainings
+        # could get stuck giving two concepts one mask; figures in docs/RESULTS.md). A buffer: saved
+        # with the weights, applied to unseen prompts alike.
         self.register_buffer("text_center", torch.zeros(text_dim))
         # the LayerNorm gives the text query the scale of the image tokens: normalised sentence embeddings
         # projected by a freshly initialised Linear are ~30x smaller, and the first attention residual

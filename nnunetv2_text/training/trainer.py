@@ -86,8 +86,8 @@ class TextFusionTrainer(nnUNetTrainer):
     #: at most this many concepts are scored per validation batch (online pseudo Dice)
     max_val_prompts: int = 8
     # --- optimisation ---------------------------------------------------------------------------------
-    #: AdamW, not nnU-Net's SGD (momentum 0.99): with SGD the text network did not even overfit one toy
-    #: image with three prompts in 80 steps (stuck at "segment every object"), AdamW 1e-3 did in 40
+    #: AdamW, not nnU-Net's SGD (momentum 0.99): with SGD the text network failed to overfit even one toy
+    #: image (figures in docs/RESULTS.md)
     learning_rate: float = 1e-3
     # --- network (TextNetworkConfig fields; text_dim comes from the embedding cache) ------------------
     network_overrides: dict = {}

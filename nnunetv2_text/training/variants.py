@@ -56,10 +56,8 @@ class TextFusionTrainer_lateFusion(TextFusionTrainer_noDS):
 class TextFusionTrainer_demo(TextFusionTrainer):
     """The CPU demo's schedule: a few short epochs and a slim prompt decoder (``nnUNetv2_text_demo``).
 
-    800 steps at lr 3e-3: at the full schedule's 1e-3 and 500 steps the toy's rod reached a mean Dice of
-    only 0.52 on held-out cases (a CI run, 2026-11-23). Runs of this schedule could still get stuck
-    predicting box + rod for both prompts (2 of 5 runs) until prompts were centred on the vocabulary mean
-    (see ``PromptDecoder``); the tests train exactly this schedule.
+    800 steps at lr 3e-3, because the full schedule's 1e-3 did not learn the toy's thin rod in a CPU
+    budget (figures in docs/RESULTS.md); the tests train exactly this schedule.
     """
 
     epochs = 16
