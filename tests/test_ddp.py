@@ -10,7 +10,6 @@ raise at the next step, so several steps are run.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -51,20 +50,15 @@ def _worker(rank: int, world: int, store: str, results: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.run.run_training import get_trainer_from_args
     from nnunetv2.training.nnUNetTrainer import nnUNetTrainer as trainer_module
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
     trainer_module.DDP = _cpu_ddp
     report = {}
     for name, dataset_id, plans_name in VARIANTS:
         torch.manual_seed(rank)  # different batches per rank, as with real DDP samplers
-        cls = recursive_find_trainer_class_by_name(name)  # nnU-Net's own lookup (nnUNet_extTrainer)
-        folder = Path(nnUNet_preprocessed) / maybe_convert_to_dataset_name(dataset_id)
-        plans = json.loads((folder / f"{plans_name}.json").read_text())
-        dataset_json = json.loads((folder / "dataset.json").read_text())
-        trainer = cls(plans, "3d_fullres", 0, dataset_json, torch.device("cpu"))
+        # what nnUNetv2_train -num_gpus does in each rank (nnunetv2.run.run_training.run_ddp)
+        trainer = get_trainer_from_args(str(dataset_id), "3d_fullres", 0, name, plans_name, False, torch.device("cpu"))
         trainer.device, trainer.grad_scaler = torch.device("cpu"), None  # nnU-Net assumes CUDA under DDP
         trainer.initialize()
         assert trainer.is_ddp and isinstance(trainer.network, torch.nn.parallel.DistributedDataParallel)

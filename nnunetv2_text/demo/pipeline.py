@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -37,12 +38,46 @@ def command(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
-def run(cmd: List[str], env: dict, log_file: Optional[Path] = None) -> None:
+class TrainingProgress:
+    """Turns nnU-Net's training output into one line per epoch (and the final validation's lines), so a
+    user watching the demo sees it is alive; the full output still goes to the log file."""
+
+    _NUMBER = re.compile(r"(?<![\w.])(-?\d+(?:\.\d+)?|nan)")
+
+    def __init__(self, num_epochs: int):
+        self.num_epochs = num_epochs
+        self.epoch, self.loss, self.dice = None, None, None
+
+    def __call__(self, line: str) -> Optional[str]:
+        text = line.split(": ", 1)[1].strip() if ": " in line[:40] else line.strip()  # drop the timestamp
+        if text.startswith("Epoch ") and text[6:].isdigit():
+            self.epoch, self.loss, self.dice = int(text[6:]), None, None
+        elif text.startswith("train_loss"):
+            self.loss = text.split()[-1]
+        elif text.startswith("Pseudo dice"):
+            self.dice = ", ".join(f"{float(v):.2f}" for v in self._NUMBER.findall(text[len("Pseudo dice"):]))
+        elif text.startswith("Epoch time") and self.epoch is not None:
+            return (f"epoch {self.epoch + 1}/{self.num_epochs}: train loss {self.loss}, pseudo Dice [{self.dice}] "
+                    f"({text.split(':', 1)[1].strip()})")
+        elif text.startswith(("Dice '", "Mean validation Dice")):
+            return f"validation: {text}"
+        return None
+
+
+def run(cmd: List[str], env: dict, log_file: Optional[Path] = None,
+        progress: Optional[Callable[[str], Optional[str]]] = None) -> None:
+    """Run one command, its output appended to ``log_file``; ``progress`` picks lines worth showing."""
     logger.info("$ %s", " ".join(cmd))
-    with open(log_file, "a") if log_file else open(os.devnull, "w") as log:
-        res = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if res.returncode != 0:
-        raise RuntimeError(f"command failed ({res.returncode}): {' '.join(cmd)}; see {log_file}")
+    with open(log_file, "a") if log_file else open(os.devnull, "w") as log, \
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             bufsize=1) as proc:
+        for line in proc.stdout:
+            log.write(line)
+            shown = progress(line) if progress else None
+            if shown:
+                logger.info("  %s", shown)
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}; see {log_file}")
 
 
 def nnunet_env(workdir: Path) -> dict:
@@ -91,6 +126,7 @@ def run_demo(workdir: Path, device: str = "cpu") -> List[Dict]:
     env = nnunet_env(workdir)
     log = workdir / "demo.log"
     workdir.mkdir(parents=True, exist_ok=True)
+    logger.info("full output of every step: %s", log)
     raw = write_toy_dataset(Path(env["nnUNet_raw"]), DEMO_DATASET_ID, num_cases=TRAIN_CASES, num_test=3, seed=0)
     did = str(DEMO_DATASET_ID)
     run([command("nnUNetv2_plan_and_preprocess"), "-d", did, "-pl", "nnUNetPlannerResEncM", "-c", "3d_fullres",
@@ -99,8 +135,10 @@ def run_demo(workdir: Path, device: str = "cpu") -> List[Dict]:
     derive_plans(pre, "nnUNetResEncUNetMPlans", DEMO_PLANS, features=(8, 16, 32, 64), blocks=(1, 1, 2, 2),
                  batch_size=4)
     run([command("nnUNetv2_text_embed"), "-d", did], env, log)
+    from nnunetv2_text.training.variants import TextFusionTrainer_demo
+
     run([command("nnUNetv2_train"), did, "3d_fullres", "0", "-tr", "TextFusionTrainer_demo", "-p", DEMO_PLANS,
-         "-device", device], env, log)
+         "-device", device], env, log, progress=TrainingProgress(TextFusionTrainer_demo.epochs))
     prompts = workdir / "prompts.txt"
     prompts.write_text("\n".join(DEMO_PROMPTS) + "\n", encoding="utf-8")
     pred = workdir / "predictions"

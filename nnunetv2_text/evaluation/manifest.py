@@ -15,6 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.utils.image_header import Geometry
+from nnunetv2_text.utils.image_header import read_geometry as read_header
 from nnunetv2_text.text.vocabulary import Concept, Vocabulary, normalize_term
 
 logger = logging.getLogger(__name__)
@@ -27,38 +29,11 @@ class EvaluationInputError(UserInputError):
     """Bad evaluation input; the message names the file and the case."""
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Header geometry in SimpleITK conventions (x, y, z order, LPS world)."""
-
-    size: Tuple[int, ...]
-    spacing: Tuple[float, ...]
-    origin: Tuple[float, ...]
-    direction: Tuple[float, ...]
-
-    def mismatch(self, other: "Geometry", tol_mm: float = 1e-3, tol_dir: float = 1e-4) -> Optional[str]:
-        """Which field differs (text), or None when the two grids are the same."""
-        if self.size != other.size:
-            return f"size {self.size} vs {other.size}"
-        if not np.allclose(self.spacing, other.spacing, rtol=0, atol=tol_mm):
-            return f"spacing {self.spacing} vs {other.spacing}"
-        if not np.allclose(self.origin, other.origin, rtol=0, atol=tol_mm):
-            return f"origin {self.origin} vs {other.origin}"
-        if not np.allclose(self.direction, other.direction, rtol=0, atol=tol_dir):
-            return f"direction {self.direction} vs {other.direction}"
-        return None
-
-
 def read_geometry(path: Union[str, Path]) -> Geometry:
-    """Geometry from the image header only (no voxel data read)."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-    except RuntimeError as e:
-        raise EvaluationInputError(f"{path}: cannot read image header ({str(e).strip().splitlines()[-1]})") from None
-    return Geometry(tuple(int(s) for s in reader.GetSize()), tuple(reader.GetSpacing()),
-                    tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
+        return read_header(path)
+    except UserInputError as e:
+        raise EvaluationInputError(str(e)) from None
 
 
 def check_same_geometry(path_a: Path, path_b: Path, case: str) -> Geometry:

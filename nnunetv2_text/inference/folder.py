@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-import SimpleITK as sitk
 from nnunetv2.inference.data_iterators import preprocessing_iterator_fromfiles
 from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 from tqdm import tqdm
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
 from nnunetv2_text.inference.prompt_file import PromptFileError, PromptSpec, unique_slugs
+from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -67,10 +67,6 @@ def list_input_cases(input_folder: Path, file_ending: str, num_channels: int) ->
     return cases
 
 
-#: channels of one case must agree this closely (spacing and origin in mm, direction cosines)
-GEOMETRY_TOLERANCE = 1e-4
-
-
 def check_case_images(case: str, files: List[str]) -> None:
     """Read the image headers of one case and stop on what nnU-Net would only fail on deep in a worker
     process (a 4D series ends as "background workers died"): every channel must be a 3D image, and all
@@ -78,31 +74,23 @@ def check_case_images(case: str, files: List[str]) -> None:
     the dataset's own reader."""
     geoms = []
     for f in files:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(f))
         try:
-            reader.ReadImageInformation()
-        except RuntimeError:
+            g = read_geometry(f)
+        except UserInputError:
             return
-        dim = reader.GetDimension()
-        size = reader.GetSize()
-        if dim == 4 and size[3] == 1:  # a 3D volume stored with a trailing singleton time axis is fine
-            size = size[:3]
-        elif dim != 3:
-            raise InputError(f"case '{case}': {os.path.basename(f)} is a {dim}D image of size {tuple(size)}; "
+        if g.dimension == 4 and g.size[3] == 1:  # a 3D volume stored with a trailing singleton axis is fine
+            g = Geometry(g.size[:3], g.spacing[:3], g.origin[:3],
+                         tuple(np.reshape(g.direction, (4, 4))[:3, :3].ravel()))
+        elif g.dimension != 3:
+            raise InputError(f"case '{case}': {os.path.basename(f)} is a {g.dimension}D image of size {g.size}; "
                              f"a 3D image is expected (split a 4D series into one file per channel: "
                              f"{case}_0000, {case}_0001, ...)")
-        geoms.append((os.path.basename(f), tuple(size), np.array(reader.GetSpacing()[:3]),
-                       np.array(reader.GetOrigin()[:3]), np.array(reader.GetDirection()).reshape(dim, dim)[:3, :3]))
-    for name, size, spacing, origin, direction in geoms[1:]:
-        ref = geoms[0]
-        for what, a, b in (("size", size, ref[1]), ("spacing", spacing, ref[2]), ("origin", origin, ref[3]),
-                           ("direction", direction, ref[4])):
-            same = a == b if what == "size" else np.allclose(a, b, atol=GEOMETRY_TOLERANCE, rtol=0)
-            if not same:
-                raise InputError(f"case '{case}': channel {name} differs from {ref[0]} in {what} "
-                                 f"({np.asarray(a).round(5).tolist()} vs {np.asarray(b).round(5).tolist()}); "
-                                 f"all channels of a case must share one geometry")
+        geoms.append((os.path.basename(f), g))
+    for name, g in geoms[1:]:
+        diff = g.mismatch(geoms[0][1], tol_mm=1e-4)
+        if diff is not None:
+            raise InputError(f"case '{case}': channel {name} differs from {geoms[0][0]} in {diff}; all channels "
+                             f"of a case must share one geometry")
 
 
 @contextmanager

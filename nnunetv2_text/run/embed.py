@@ -11,18 +11,27 @@ import logging
 import sys
 from pathlib import Path
 
+from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.run.cli import user_errors_to_exit
+
 
 def _dataset_folders(dataset: str):
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    name = maybe_convert_to_dataset_name(dataset)
+    try:
+        name = maybe_convert_to_dataset_name(dataset)
+    except RuntimeError as e:  # nnU-Net's "could not find a dataset with the ID ..."
+        raise UserInputError(str(e)) from None
     return Path(nnUNet_raw) / name, Path(nnUNet_preprocessed) / name
 
 
 def read_text_lines_or_json(path: str) -> list:
     """Extra texts: a JSON list / {"prompts": [...]} or one text per line."""
-    raw = Path(path).read_text(encoding="utf-8")
+    try:
+        raw = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserInputError(f"{path}: cannot read the --extra file ({e})") from None
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError:
@@ -32,8 +41,10 @@ def read_text_lines_or_json(path: str) -> list:
     return [str(x) for x in obj]
 
 
+@user_errors_to_exit("nnUNetv2_text_embed")
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="nnUNetv2_text_embed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-d", "--dataset", required=True, help="dataset id or name (e.g. 501 or Dataset501_Toy)")
     p.add_argument("--vocab", default=None, help="vocabulary file or shipped name (default: see vocab/README.md)")
     p.add_argument("--model", default="default",
@@ -53,11 +64,7 @@ def main(argv=None) -> int:
     raw, pre = _dataset_folders(args.dataset)
     extra = read_text_lines_or_json(args.extra) if args.extra else []
     encoder = TextEncoder(args.model, args.instruction, args.device, args.batch_size)
-    try:
-        summary = prepare_dataset_text(raw, pre, encoder, vocab=args.vocab, extra_texts=extra)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"ERROR: {e}", file=sys.stderr)
-        return 2
+    summary = prepare_dataset_text(raw, pre, encoder, vocab=args.vocab, extra_texts=extra)
     print(json.dumps(summary, indent=2))
     return 0
 
