@@ -69,7 +69,7 @@ def test_label_names_missing_from_dataset_skip_the_concept():
     assert [c.id for c in v.concepts] == ["kl", "kr", "both"]
 
 
-@pytest.mark.parametrize("name", ["toy_shapes", "mni152", "topcow", "totalsegmentator"])
+@pytest.mark.parametrize("name", ["toy_shapes", "mni152", "topcow"])
 def test_shipped_vocabularies_are_valid(name):
     if name not in shipped_vocabularies():
         pytest.fail(f"vocabulary {name} is not shipped")
@@ -142,10 +142,13 @@ def test_prepare_and_load_dataset_text(tmp_path, minilm):
                                                   "file_ending": ".nii.gz", "numTraining": 1}))
     (raw / "vocabulary.json").write_text(json.dumps(vocab(*KIDNEYS)))
     s = prepare_dataset_text(raw, pre, minilm)
-    assert s["added"] == 18 and s["dim"] == 384
+    foreign = json.loads((pre / "text" / "foreign_prompts.json").read_text())["prompts"]
+    assert len(foreign) > 300 and "liver" in foreign and "hello world" in foreign
+    assert s["added"] == 18 + len(foreign) and s["dim"] == 384
     assert prepare_dataset_text(raw, pre, minilm)["added"] == 0  # nothing re-encoded
     dt = load_dataset_text(pre, json.loads((raw / "dataset.json").read_text()))
-    assert dt.embeddings.shape == (18, 384) and dt.model_id == DEFAULT_MODEL_ID
+    assert dt.embeddings.shape == (18 + len(foreign), 384) and dt.model_id == DEFAULT_MODEL_ID
+    assert dt.foreign == foreign and dt.prompt_embeddings().shape == (18, 384)
     np.testing.assert_allclose(dt.embeddings[dt.term_index()["kidneys"]], minilm.encode(["kidneys"])[0], atol=1e-5)
     # a cache built with another encoder is refused with the file named
     (pre / "text" / "encoder.json").write_text(json.dumps({"model_id": "other/model", "instruction": "", "dim": 384}))
@@ -156,3 +159,36 @@ def test_prepare_and_load_dataset_text(tmp_path, minilm):
                                                            "dim": 1024}))
     with pytest.raises(EmbeddingCacheError, match="dimension 384, the model expects 1024"):
         load_dataset_text(pre, {"labels": LABELS})
+
+
+@pytest.mark.parametrize("name", ["toy_shapes", "mni152", "topcow"])
+def test_foreign_pool_never_holds_a_term_of_the_dataset(name):
+    """A pool term that the vocabulary resolves, or that shares a whole-word span with one of its terms,
+    could name something the images show: it must never be taught as "not here"."""
+    from nnunetv2_text.text.foreign import foreign_prompt_pool
+    from nnunetv2_text.text.vocabulary import normalize_term
+
+    vocab = load_vocabulary(resolve_vocabulary_path(name))
+    pool = foreign_prompt_pool(vocab)
+    assert len(pool) > 50
+    own = {normalize_term(t) for t in vocab.all_terms()}
+    for t in pool:
+        assert vocab.lookup(t) is None and normalize_term(t) not in own, t
+        assert not any(f" {o} " in f" {normalize_term(t)} " or f" {normalize_term(t)} " in f" {o} " for o in own), t
+
+
+def test_foreign_pool_excludes_word_overlaps_and_is_disjoint_from_held_out_lists():
+    from pathlib import Path
+
+    from nnunetv2_text.text.foreign import foreign_prompt_pool, generic_foreign_prompts, shipped_vocabulary_terms
+    from nnunetv2_text.text.vocabulary import normalize_term
+
+    toy = load_vocabulary(resolve_vocabulary_path("toy_shapes"))
+    pool = foreign_prompt_pool(toy)
+    assert "food pipe" not in pool and "liver" in pool  # toy has "pipe"
+    mni = foreign_prompt_pool(load_vocabulary(resolve_vocabulary_path("mni152")))
+    assert "left kidney" in mni and not [t for t in mni if "brain" in t.split()]  # mni has "left brain"
+    held_out = json.loads((Path(__file__).parents[1] / "benchmarks" / "robustness_prompts.json").read_text())
+    everything = {normalize_term(t) for t in generic_foreign_prompts() + shipped_vocabulary_terms()}
+    for t in held_out["foreign"] + [p for d in held_out["paraphrases"].values() for ps in d.values() for p in ps]:
+        assert normalize_term(t) not in everything, t

@@ -124,11 +124,12 @@ def test_noDS_freezes_the_unused_heads_before_ddp_wrapping():
     from nnunetv2_text.training.variants import TextFusionTrainer_noDS
     from test_network import REQ, arch
 
-    fake = types.SimpleNamespace(text_config=TextNetworkConfig(text_dim=8, prompt_dim=16, prompt_layers=1,
-                                                               prompt_heads=2, prompt_ffn_dim=16, adapter_hidden=16),
-                                 text=types.SimpleNamespace(embeddings=np.eye(8, dtype=np.float32)[:5]))
+    trainer = object.__new__(TextFusionTrainer_noDS)  # only what the hook reads, no dataset needed
+    trainer.text_config = TextNetworkConfig(text_dim=8, prompt_dim=16, prompt_layers=1, prompt_heads=2,
+                                            prompt_ffn_dim=16, adapter_hidden=16)
+    trainer.text = types.SimpleNamespace(prompt_embeddings=lambda: np.eye(8, dtype=np.float32)[:5])
     cm = types.SimpleNamespace(network_arch_init_kwargs=arch(4), network_arch_init_kwargs_req_import=REQ)
-    net = TextFusionTrainer_noDS.build_network_architecture(fake, None, cm, 1, 2, enable_deep_supervision=False)
+    net = trainer.build_network_architecture(None, cm, 1, 2, enable_deep_supervision=False)
     # the hook also centres prompts on the vocabulary's mean embedding
     torch.testing.assert_close(net.prompt_decoder.text_center, torch.tensor([0.2] * 5 + [0.0] * 3))
     net(torch.randn(1, 1, 16, 16, 16), torch.randn(1, 2, 8)).sum().backward()

@@ -8,7 +8,8 @@ Source (raw side), first match wins:
 
 Prepared (preprocessed side, all training reads): ``$nnUNet_preprocessed/DatasetXXX_Name/text/`` with
 ``vocabulary.json`` (validated copy), ``embeddings.safetensors`` (the cache, see :mod:`.cache`) and
-``encoder.json`` (which encoder of the cache the dataset uses: model id, instruction, dim).
+``encoder.json`` (which encoder of the cache the dataset uses: model id, instruction, dim) and
+``foreign_prompts.json`` (prompts naming nothing the dataset labels, see :mod:`.foreign`).
 Training therefore never needs the raw folder nor the text encoder.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.text.cache import EmbeddingCache, EmbeddingCacheError
+from nnunetv2_text.text.foreign import FOREIGN_FILE, foreign_prompt_pool, pool_file_content
 from nnunetv2_text.text.vocabulary import (Vocabulary, VocabularyError, load_vocabulary, parse_vocabulary,
                                            resolve_vocabulary_path, validate_against_dataset)
 from nnunetv2_text.utils.io import atomic_write_json
@@ -62,7 +64,15 @@ class DatasetText:
     embeddings: np.ndarray    # (len(terms), dim) float32
     model_id: str
     instruction: str
+    #: foreign prompts (see :mod:`.foreign`), also in ``terms``; training teaches them "not here"
+    foreign: List[str] = field(default_factory=list)
     _index: Optional[dict] = field(default=None, init=False, repr=False, compare=False)
+
+    def prompt_embeddings(self) -> np.ndarray:
+        """Embeddings of every term the model is taught to segment (all but the foreign prompts): the
+        prompt centre is their mean, so adding foreign prompts does not move it."""
+        foreign = set(self.foreign)
+        return self.embeddings[[i for i, t in enumerate(self.terms) if t not in foreign]]
 
     @property
     def dim(self) -> int:
@@ -88,10 +98,13 @@ def load_dataset_text(preprocessed_dataset_base: Path, dataset_json: dict,
     enc = json.loads(enc_file.read_text(encoding="utf-8"))
     vocab = load_vocabulary(vocab_file, dataset_labels=dataset_json["labels"])
     validate_against_dataset(vocab, dataset_json["labels"])
-    terms = list(dict.fromkeys(list(vocab.all_terms()) + list(extra_texts)))
+    foreign = []
+    if (folder / FOREIGN_FILE).is_file():
+        foreign = json.loads((folder / FOREIGN_FILE).read_text(encoding="utf-8"))["prompts"]
+    terms = list(dict.fromkeys(list(vocab.all_terms()) + list(extra_texts) + foreign))
     cache = EmbeddingCache(cache_file)
     emb = cache.get(enc["model_id"], enc["instruction"], terms, expected_dim=enc["dim"])
-    return DatasetText(vocab, terms, emb, enc["model_id"], enc["instruction"])
+    return DatasetText(vocab, terms, emb, enc["model_id"], enc["instruction"], foreign)
 
 
 def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Path, encoder,
@@ -120,6 +133,10 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
         cases = read_case_instructions(raw_dataset_folder, dataset_json)
         extra_texts += all_instruction_texts(cases)
         atomic_write_json(folder / INSTRUCTIONS_FILE, cases)
+    else:  # a segmentation dataset: prompts that name nothing here, to be taught "not here"
+        foreign = foreign_prompt_pool(vocabulary)
+        extra_texts += foreign
+        atomic_write_json(folder / FOREIGN_FILE, pool_file_content(foreign))
     texts = list(dict.fromkeys(list(vocabulary.all_terms()) + extra_texts))
     for t in texts:
         if not t.strip():

@@ -214,8 +214,12 @@ def validate_against_dataset(vocab: Vocabulary, dataset_labels: Mapping[str, Uni
 
 def shipped_vocabularies() -> List[str]:
     """Names of the vocabularies installed with the package (the ``vocab/`` folder)."""
-    return sorted(p.name[:-5] for p in resources.files("nnunetv2_text.vocab").iterdir()
-                  if p.name.endswith(".json"))
+    names = []
+    for p in resources.files("nnunetv2_text.vocab").iterdir():
+        # other shipped data (e.g. foreign_prompts.json) says so in its "format"
+        if p.name.endswith(".json") and json.loads(p.read_text(encoding="utf-8")).get("format", FORMAT) == FORMAT:
+            names.append(p.name[:-5])
+    return sorted(names)
 
 
 def resolve_vocabulary_path(name_or_path: Union[str, Path], base_dir: Optional[Path] = None) -> Path:

@@ -4,7 +4,9 @@ For each sample of a batch: ``num_positive`` concepts present in the sampled pat
 absent ones (their target is empty: the model must learn to say "not here"). Each prompt uses the main
 term with probability ``main_term_probability`` and a random synonym otherwise (VoxTell: 25 % / 75 %).
 When a patch has too few present (or absent) concepts the remaining slots take the other kind, so
-every sample always gets the same number of prompts.
+every sample always gets the same number of prompts. With ``foreign_probability`` the last slot instead
+gets a foreign prompt (one that names nothing the dataset labels, see :mod:`nnunetv2_text.text.foreign`),
+whose target is empty: the model learns that an unknown prompt is answered with nothing.
 """
 from __future__ import annotations
 
@@ -25,11 +27,13 @@ class PromptBatch:
 
 
 class ConceptTargets:
-    """Turns label maps into one binary mask per (sample, prompt) with a concept x label lookup table."""
+    """Turns label maps into one binary mask per (sample, prompt) with a concept x label lookup table.
+
+    Concept id ``len(vocabulary.concepts)`` (:func:`foreign_concept_id`) is a foreign prompt: an empty row."""
 
     def __init__(self, vocabulary: Vocabulary, device: torch.device):
         max_label = max(vocabulary.label_values())
-        table = torch.zeros(len(vocabulary.concepts), max_label + 1, dtype=torch.bool)
+        table = torch.zeros(len(vocabulary.concepts) + 1, max_label + 1, dtype=torch.bool)
         for i, c in enumerate(vocabulary.concepts):
             table[i, list(c.labels)] = True
         self.table = table.to(device)
@@ -45,10 +49,18 @@ class ConceptTargets:
         return rows[bi, ni, seg[:, None]].float()
 
 
+def foreign_concept_id(vocabulary: Vocabulary) -> int:
+    """The concept id that foreign prompts carry (one past the vocabulary's concepts; its target is empty)."""
+    return len(vocabulary.concepts)
+
+
 class PromptSampler:
     def __init__(self, vocabulary: Vocabulary, terms: Sequence[str], num_positive: int = 2,
-                 num_negative: int = 1, main_term_probability: float = 0.25, seed=None):
+                 num_negative: int = 1, main_term_probability: float = 0.25, seed=None,
+                 foreign: Sequence[str] = (), foreign_probability: float = 0.0):
         index = {t: i for i, t in enumerate(terms)}
+        self.foreign_ids = [index[t] for t in foreign]
+        self.foreign_probability = foreign_probability if self.foreign_ids else 0.0
         self.vocabulary = vocabulary
         self.main_ids = [index[c.main] for c in vocabulary.concepts]
         self.synonym_ids = [[index[s] for s in c.synonyms] for c in vocabulary.concepts]
@@ -91,8 +103,12 @@ class PromptSampler:
         for b in range(seg.shape[0]):
             present = set(int(v) for v in torch.unique(seg[b]).tolist() if v > 0)
             c, p = self.sample_concepts(present)
+            t = [self.term_for(i) for i in c]
+            if self.foreign_probability and self.rng.random() < self.foreign_probability:
+                c[-1], p[-1] = foreign_concept_id(self.vocabulary), False
+                t[-1] = self.foreign_ids[self.rng.integers(len(self.foreign_ids))]
             concepts.append(c)
             positive.append(p)
-            terms.append([self.term_for(i) for i in c])
+            terms.append(t)
         return PromptBatch(torch.tensor(terms, dtype=torch.long), torch.tensor(concepts, dtype=torch.long),
                            torch.tensor(positive, dtype=torch.bool))

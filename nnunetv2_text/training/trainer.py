@@ -3,8 +3,9 @@
 Everything nnU-Net does stays (plans, preprocessing, data loading, augmentation, poly LR, logging,
 checkpoints); this trainer changes what the network sees and what it is scored against:
 
-- every sample gets ``num_positive_prompts`` present and ``num_negative_prompts`` absent concepts
-  (:mod:`.prompts`); the network gets their cached embeddings and returns one logit map per prompt;
+- every sample gets ``num_positive_prompts`` present and ``num_negative_prompts`` absent concepts, the
+  last sometimes replaced by a foreign prompt (:mod:`.prompts`); the network gets their cached
+  embeddings and returns one logit map per prompt;
 - targets are binary per prompt (unions for combined concepts), loss is nnU-Net's Dice + BCE with its
   deep-supervision weights;
 - the left-right axis is never mirrored, in training nor in the saved test-time axes (:mod:`.laterality`);
@@ -83,6 +84,8 @@ class TextFusionTrainer(nnUNetTrainer):
     num_positive_prompts: int = 2
     num_negative_prompts: int = 1
     main_term_probability: float = 0.25
+    #: chance that a sample's last prompt is a foreign one (names nothing the dataset labels; empty target)
+    foreign_prompt_probability: float = 0.5
     #: at most this many concepts are scored per validation batch (online pseudo Dice)
     max_val_prompts: int = 8
     # --- optimisation ---------------------------------------------------------------------------------
@@ -119,7 +122,12 @@ class TextFusionTrainer(nnUNetTrainer):
         super().initialize()
         self.term_embeddings = torch.from_numpy(self.text.embeddings).to(self.device)
         self.prompt_sampler = PromptSampler(self.text.vocabulary, self.text.terms, self.num_positive_prompts,
-                                            self.num_negative_prompts, self.main_term_probability)
+                                            self.num_negative_prompts, self.main_term_probability,
+                                            foreign=self.text.foreign,
+                                            foreign_probability=self.foreign_prompt_probability)
+        if self.foreign_prompt_probability and not self.text.foreign:
+            self.print_to_log_file("no foreign prompts in the dataset's text folder (embedded by an older "
+                                   "version?): rerun nnUNetv2_text_embed to teach unknown prompts 'not here'")
         self.concept_targets = ConceptTargets(self.text.vocabulary, self.device)
         self.val_concepts = [i for i, c in enumerate(self.text.vocabulary.concepts) if len(c.labels) == 1]
 
@@ -142,7 +150,7 @@ class TextFusionTrainer(nnUNetTrainer):
         if not enable_deep_supervision:
             for head in list(net.decoder.seg_layers)[:-1]:
                 head.requires_grad_(False)
-        net.prompt_decoder.set_text_center(torch.from_numpy(self.text.embeddings))
+        net.prompt_decoder.set_text_center(torch.from_numpy(self.text.prompt_embeddings()))
         return net
 
     def configure_optimizers(self):

@@ -66,3 +66,15 @@ class TextFusionTrainer_demo(TextFusionTrainer):
     learning_rate = 3e-3
     network_overrides = {"prompt_dim": 128, "prompt_layers": 2, "prompt_heads": 4, "prompt_ffn_dim": 256,
                          "adapter_hidden": 256}
+
+
+class TextFusionTrainer_noForeign(TextFusionTrainer):
+    """No foreign prompts in training (the ablation of language robustness)."""
+
+    foreign_prompt_probability = 0.0
+
+
+class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
+    """The demo's schedule without foreign prompts (benchmarks/robustness.py compares the two)."""
+
+    foreign_prompt_probability = 0.0

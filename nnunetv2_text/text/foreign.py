@@ -1,0 +1,67 @@
+"""Foreign prompts: texts that name nothing a dataset labels, taught during training to give an empty mask.
+
+Without them a text model answers every prompt with some structure it knows ("Hello World" returned the
+toy's rod, abdominal organs returned the whole brain). The pool is data shipped with the package: the
+generic phrases of ``vocab/foreign_prompts.json`` and every term of the shipped vocabularies. A pool term
+is left out for a dataset when its vocabulary resolves the term, or when one of the two contains the other
+word by word ("brain" vs "left brain", "pipe" vs "food pipe"): such a term may well name something the
+dataset's images show, and teaching "not here" for it would be wrong.
+
+``nnUNetv2_text_embed`` writes the dataset's pool to ``text/foreign_prompts.json`` and embeds it into the
+cache, so training still never loads the text encoder.
+"""
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Iterable, List, Sequence
+
+from nnunetv2_text.text.vocabulary import Vocabulary, normalize_term, shipped_vocabularies
+
+FOREIGN_FILE = "foreign_prompts.json"
+FORMAT = "nnunetv2_text.foreign_prompts"
+
+
+def _shipped_json(name: str) -> dict:
+    return json.loads(resources.files("nnunetv2_text.vocab").joinpath(name).read_text(encoding="utf-8"))
+
+
+def generic_foreign_prompts() -> List[str]:
+    """The shipped phrases that name no anatomy at all."""
+    return list(_shipped_json(FOREIGN_FILE)["generic"])
+
+
+def shipped_vocabulary_terms() -> List[str]:
+    """Every term of every shipped vocabulary (read as JSON: label names need no dataset here)."""
+    out = []
+    for name in shipped_vocabularies():
+        for c in _shipped_json(f"{name}.json")["concepts"]:
+            out += [c["main"], *c.get("synonyms", [])]
+    return out
+
+
+def _contains_words(longer: Sequence[str], shorter: Sequence[str]) -> bool:
+    n = len(shorter)
+    return any(list(longer[i:i + n]) == list(shorter) for i in range(len(longer) - n + 1))
+
+
+def foreign_prompt_pool(vocabulary: Vocabulary, candidates: Iterable[str] = ()) -> List[str]:
+    """The pool for one dataset: ``candidates`` (default: generic phrases + shipped vocabulary terms) minus
+    every term the vocabulary resolves or that shares a whole-word span with one of its terms."""
+    candidates = list(candidates) or generic_foreign_prompts() + shipped_vocabulary_terms()
+    own = [normalize_term(t).split() for t in vocabulary.all_terms()]
+    pool, seen = [], set()
+    for t in candidates:
+        key = normalize_term(t)
+        if not key or key in seen or vocabulary.lookup(t) is not None:
+            continue
+        words = key.split()
+        if any(_contains_words(words, o) or _contains_words(o, words) for o in own):
+            continue
+        seen.add(key)
+        pool.append(t)
+    return pool
+
+
+def pool_file_content(pool: List[str]) -> dict:
+    return {"format": FORMAT, "version": 1, "prompts": pool}
