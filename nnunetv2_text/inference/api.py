@@ -9,14 +9,14 @@ Preprocessing follows the model's plans (the same preprocessor class nnU-Net use
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
 from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.inference.export import logits_to_masks
-from nnunetv2_text.inference.predictor import TextPredictor
+from nnunetv2_text.inference.export import logits_to_masks, presence_scores, unknown_flag
+from nnunetv2_text.inference.predictor import DEFAULT_MIN_SIMILARITY, TextPredictor
 
 ImageLike = Union[str, Path, Sequence[Union[str, Path]], np.ndarray]
 
@@ -46,24 +46,60 @@ class TextSegmenter:
                 raise UserInputError(f"{f}: image not found")
         return p.plans_manager.image_reader_writer_class().read_images(files)
 
-    def predict(self, image: ImageLike, prompts: Sequence[str], spacing: Optional[Sequence[float]] = None,
-                return_probabilities: bool = False) -> Dict[str, np.ndarray]:
-        """{prompt: uint8 mask in the input's array layout} (or float16 probabilities)."""
-        p = self.predictor
+    def understand(self, prompts: Sequence[str], min_similarity: float = DEFAULT_MIN_SIMILARITY) -> Dict[str, dict]:
+        """{prompt: {"concept", "term", "similarity", "known"}}: what the model makes of each prompt (its
+        nearest training term after centring), as recorded in the prediction manifest; no image needed."""
+        prompts = self._check_prompts(prompts)
+        return self.predictor.understand(prompts, self.predictor.embed_prompts(prompts), min_similarity)
+
+    @staticmethod
+    def _check_prompts(prompts: Sequence[str]) -> List[str]:
         prompts = list(dict.fromkeys(prompts))
-        if not prompts or any(not q.strip() for q in prompts):
+        if not prompts or any(not isinstance(q, str) or not q.strip() for q in prompts):
             raise UserInputError(f"prompts must be non-empty strings, got {prompts!r}")
+        return prompts
+
+    def predict(self, image: ImageLike, prompts: Sequence[str], spacing: Optional[Sequence[float]] = None,
+                return_probabilities: bool = False, return_info: bool = False,
+                on_unknown: str = "warn", min_similarity: float = DEFAULT_MIN_SIMILARITY):
+        """{prompt: uint8 mask in the input's array layout} (or float16 probabilities).
+
+        With ``return_info`` also ``{prompt: {"concept", "term", "similarity", "presence", "flag"}}``, the
+        manifest's record of what each prompt was understood as. ``on_unknown`` acts on prompts below
+        ``min_similarity`` as ``nnUNetv2_text_predict --on_unknown`` does (warn, empty or error)."""
+        p = self.predictor
+        prompts = self._check_prompts(prompts)
+        if on_unknown not in ("warn", "empty", "error"):
+            raise UserInputError(f"on_unknown must be warn, empty or error, got '{on_unknown}'")
+        emb = p.embed_prompts(prompts)
+        understood = p.understand(prompts, emb, min_similarity)
+        unknown = [q for q in prompts if not understood[q]["known"]]
+        if unknown and on_unknown == "error":
+            u = understood[unknown[0]]
+            raise UserInputError(f"prompt '{unknown[0]}' names nothing the model learned: nearest training term "
+                                 f"'{u['term']}' (concept '{u['concept']}') at similarity {u['similarity']:.3f}")
         data, props = self._load(image, spacing)
         if data.shape[0] != p.num_input_channels:
             raise UserInputError(f"image has {data.shape[0]} channel(s), the model needs {p.num_input_channels}")
         pre = p.configuration_manager.preprocessor_class(verbose=False)
         data, _, props = pre.run_case_npy(data, None, props, p.plans_manager, p.configuration_manager,
                                           p.dataset_json)
-        logits = p.predict_case_logits(torch.from_numpy(data).float(), p.embed_prompts(prompts))
+        logits = p.predict_case_logits(torch.from_numpy(data).float(), emb)
         masks, probs = logits_to_masks(logits, props, p.plans_manager, p.configuration_manager,
                                        return_probabilities)
         out = probs if return_probabilities else masks
-        return {q: out[i] for i, q in enumerate(prompts)}
+        for i, q in enumerate(prompts):
+            if q in unknown and on_unknown == "empty":
+                out[i] = 0
+        result = {q: out[i] for i, q in enumerate(prompts)}
+        if not return_info:
+            return result
+        presence = presence_scores(logits.numpy())
+        info = {q: {**{k: understood[q][k] for k in ("concept", "term", "similarity")},
+                    "presence": round(float(presence[i]), 4),
+                    "flag": unknown_flag(q not in unknown, on_unknown == "empty")}
+                for i, q in enumerate(prompts)}
+        return result, info
 
 
 def predict(image: ImageLike, prompts: Sequence[str], model_folder: Union[str, Path], **kwargs

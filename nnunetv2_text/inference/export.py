@@ -8,7 +8,7 @@ workers, so it only takes picklable arguments.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,20 +36,45 @@ def logits_to_masks(logits, properties: dict, plans_manager, configuration_manag
     return masks, (full.astype(np.float16) if return_probabilities else None)
 
 
+def presence_scores(logits: np.ndarray) -> np.ndarray:
+    """(N, *spatial) logits -> (N,) the highest foreground probability of each prompt anywhere in the case.
+
+    A score derived from the probabilities (no extra head): a prompt whose structure is absent, or that
+    names nothing the model learned, should nowhere reach a confident probability (docs/RESULTS.md
+    measures how well it separates)."""
+    peak = np.asarray(logits, dtype=np.float32).reshape(len(logits), -1).max(1)
+    return 1.0 / (1.0 + np.exp(-peak))
+
+
+def unknown_flag(known: bool, emptied: bool) -> Optional[str]:
+    """The manifest's flag for a prompt: None when it was understood, else whether its mask was kept."""
+    return None if known else ("unknown_prompt_emptied" if emptied else "unknown_prompt")
+
+
 def export_case(logits: np.ndarray, properties: dict, plans_manager, configuration_manager,
                 output_folder: str, case_id: str, prompts: List[str], slugs: Dict[str, str], file_ending: str,
-                save_probabilities: bool = False) -> dict:
-    """Write one mask per prompt (atomically) and return the case's manifest entry."""
+                save_probabilities: bool = False, understood: Optional[Dict[str, dict]] = None,
+                blank: Sequence[str] = ()) -> dict:
+    """Write one mask per prompt (atomically) and return the case's manifest entry.
+
+    ``understood``: :meth:`TextPredictor.understand`'s answer per prompt, recorded with its mask;
+    ``blank``: prompts written as empty masks (unknown prompts with ``--on_unknown empty``)."""
     masks, probs = logits_to_masks(logits, properties, plans_manager, configuration_manager, save_probabilities)
+    presence = presence_scores(logits)
     rw = plans_manager.image_reader_writer_class()
     voxel_ml = float(np.prod(properties["spacing"])) / 1000.0  # spacing in mm
     entry = {}
     for i, prompt in enumerate(prompts):
+        if prompt in blank:
+            masks[i] = 0
         name = f"{case_id}_{slugs[prompt]}{file_ending}"
         with atomic_path(os.path.join(output_folder, name)) as tmp:
             rw.write_seg(masks[i], tmp, properties)
+        info = (understood or {}).get(prompt)
         rec = {"file": name, "voxels": int(masks[i].sum()), "volume_ml": round(int(masks[i].sum()) * voxel_ml, 4),
-               "probabilities": None}
+               "presence": round(float(presence[i]), 4), "probabilities": None,
+               "understood": None if info is None else {k: info[k] for k in ("concept", "term", "similarity")},
+               "flag": None if info is None else unknown_flag(info["known"], prompt in blank)}
         if probs is not None:
             pname = f"{case_id}_{slugs[prompt]}.npz"
             with atomic_path(os.path.join(output_folder, pname)) as tmp:

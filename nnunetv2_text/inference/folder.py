@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
+from nnunetv2_text.inference.predictor import DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.inference.prompt_file import PromptFileError, PromptSpec, unique_slugs
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
@@ -37,6 +38,7 @@ from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
 logger = logging.getLogger(__name__)
 
 FRAGMENTS = ".manifest"
+ON_UNKNOWN = ("warn", "empty", "error")
 MANIFEST = "manifest.json"
 
 
@@ -124,7 +126,16 @@ def _remove_leftovers(output_folder: Path, case: str) -> None:
 def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, save_probabilities: bool = False,
                    continue_prediction: bool = False, num_processes_preprocessing: int = 2,
                    num_processes_export: int = 2, part_id: int = 0, num_parts: int = 1,
-                   cache_file: Optional[Path] = None, encoder_device: str = "cpu") -> dict:
+                   cache_file: Optional[Path] = None, encoder_device: str = "cpu", on_unknown: str = "warn",
+                   min_similarity: Optional[float] = None) -> dict:
+    """Predict this part's cases; see the module docstring for the order of work.
+
+    ``on_unknown`` decides about prompts whose nearest training term is less similar than
+    ``min_similarity`` (:meth:`TextPredictor.understand`): ``warn`` writes the mask and flags it in the
+    manifest, ``empty`` writes an empty mask and flags it, ``error`` refuses before anything is written."""
+    if on_unknown not in ON_UNKNOWN:
+        raise InputError(f"--on_unknown must be one of {', '.join(ON_UNKNOWN)}, got '{on_unknown}'")
+    min_similarity = DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity
     if not 0 <= part_id < num_parts:
         raise InputError(f"part_id must be in [0, {num_parts - 1}], got {part_id}")
     ending = predictor.dataset_json["file_ending"]
@@ -139,6 +150,17 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     except UserInputError as e:
         raise PromptFileError(f"{spec.source}: {e}") from None
     row = {p: i for i, p in enumerate(all_prompts)}
+    understood = predictor.understand(all_prompts, emb_all, min_similarity, cache_file, encoder_device) \
+        if all_prompts else {}
+    unknown = [p for p in all_prompts if not understood[p]["known"]]
+    for p in unknown:
+        u = understood[p]
+        msg = (f"prompt '{p}' names nothing the model learned: its nearest training term is '{u['term']}' "
+               f"(concept '{u['concept']}') at similarity {u['similarity']:.3f} < {min_similarity}")
+        if on_unknown == "error":
+            raise PromptFileError(f"{spec.source}: {msg} (--on_unknown error; lower --min_similarity to accept it)")
+        logger.warning("%s; its masks are %s", msg, "written empty" if on_unknown == "empty" else "flagged")
+    blank = set(unknown) if on_unknown == "empty" else set()
 
     output_folder = Path(output_folder)
     (output_folder / FRAGMENTS).mkdir(parents=True, exist_ok=True)
@@ -146,17 +168,18 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     logger.info("part %d/%d: %d cases, %d to predict", part_id, num_parts, len(mine), len(todo))
     model_info = {"trainer": predictor.trainer_name, "model_folder": str(predictor.model_folder),
                   "encoder": predictor.text_entry["model_id"], "embedding_dim": predictor.text_entry["embedding_dim"],
-                  "vocabulary_sha256": predictor.text_entry.get("vocabulary_sha256")}
+                  "vocabulary_sha256": predictor.text_entry.get("vocabulary_sha256"),
+                  "on_unknown": on_unknown, "min_similarity": min_similarity}
     if todo:
         for c in todo:
             _remove_leftovers(output_folder, c)
         _run(predictor, cases, todo, prompts_of, emb_all, row, output_folder, ending, save_probabilities,
-             num_processes_preprocessing, num_processes_export)
+             num_processes_preprocessing, num_processes_export, understood, blank)
     return rebuild_manifest(output_folder, model_info, ending)
 
 
 def _run(predictor, cases, todo, prompts_of, emb_all, row, output_folder: Path, ending: str,
-         save_probabilities: bool, npp: int, nps: int) -> None:
+         save_probabilities: bool, npp: int, nps: int, understood: Dict[str, dict], blank: set) -> None:
     iterator = preprocessing_iterator_fromfiles(
         [cases[c] for c in todo], None, [str(output_folder / c) for c in todo], predictor.plans_manager,
         predictor.dataset_json, predictor.configuration_manager, max(1, npp), predictor.device.type == "cuda", False)
@@ -173,7 +196,8 @@ def _run(predictor, cases, todo, prompts_of, emb_all, row, output_folder: Path, 
             slugs = unique_slugs(prompts)
             pending.append((case, pool.apply_async(export_case, (
                 logits, item["data_properties"], predictor.plans_manager, predictor.configuration_manager,
-                str(output_folder), case, prompts, slugs, ending, save_probabilities))))
+                str(output_folder), case, prompts, slugs, ending, save_probabilities,
+                {p: understood[p] for p in prompts}, [p for p in prompts if p in blank]))))
             _collect(pending, output_folder, max_pending=2)  # bounded, like nnU-Net's export queue
         _collect(pending, output_folder, max_pending=0)
 

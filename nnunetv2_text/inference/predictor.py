@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from nnunetv2_text.utils.laterality import mirror_axes_without
 logger = logging.getLogger(__name__)
 
 CACHE_IN_MODEL = Path("text") / "embeddings.safetensors"
+#: a prompt whose nearest training term is less similar than this (cosine after centring) is "unknown";
+#: chosen from the toy and MNI152 measurements in docs/RESULTS.md
+DEFAULT_MIN_SIMILARITY = 0.3
 
 
 class _PromptHeads:
@@ -144,6 +147,27 @@ class TextPredictor(nnUNetPredictor):
         if emb.shape[1] != dim:
             raise UserInputError(f"encoder {model_id} gives dimension {emb.shape[1]}, the model expects {dim}")
         return emb
+
+    @torch.inference_mode()
+    def understand(self, prompts: Sequence[str], embeddings: np.ndarray,
+                   min_similarity: float = DEFAULT_MIN_SIMILARITY, cache_file: Optional[Path] = None,
+                   encoder_device: str = "cpu") -> Dict[str, dict]:
+        """What the model makes of each prompt: its nearest training term and that term's concept, with
+        their cosine similarity in the space the network sees (after centring on the training vocabulary).
+
+        Returns ``{prompt: {"concept", "term", "similarity", "known"}}``; ``known`` is ``similarity >=
+        min_similarity``. Needs only the embeddings, so it runs before any image is read."""
+        terms = self.vocabulary.all_terms()
+        term_emb = self.embed_prompts(terms, cache_file, encoder_device)
+        center = self.network.prompt_decoder.center_text
+        sims = center(torch.as_tensor(embeddings)) @ center(torch.as_tensor(term_emb)).T  # (P, T)
+        best, rows = sims.max(1)
+        out = {}
+        for prompt, s, j in zip(prompts, best.tolist(), rows.tolist()):
+            s = 1.0 if self.vocabulary.lookup(prompt) is not None else s  # a training term is known as such
+            out[prompt] = {"concept": self.vocabulary.lookup(terms[j]).id, "term": terms[j],
+                           "similarity": round(float(s), 4), "known": bool(s >= min_similarity)}
+        return out
 
     def set_prompts(self, embeddings: Union[np.ndarray, torch.Tensor]) -> None:
         """Embeddings (N, dim) of the prompts of the next case(s)."""

@@ -1,0 +1,74 @@
+"""Language robustness on the toy model the suite trains: every answer says what it understood, prompts
+that name nothing learned come back empty, and an unknown prompt can be refused before any output."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from conftest import CASE_B, predict_args, run_cli
+from nnunetv2_text.evaluation.metrics import dice
+from nnunetv2_text.inference.api import TextSegmenter
+
+HELD_OUT = json.loads((Path(__file__).parents[1] / "benchmarks" / "robustness_prompts.json").read_text())
+MAIN = {"ball": 1, "box": 2, "rod": 3}
+
+
+def read(path):
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_manifest_records_nearest_concept_similarity_and_presence(predictions):
+    for case, prompts in predictions["manifest"]["cases"].items():
+        for prompt, rec in prompts.items():
+            u = rec["understood"]
+            assert set(u) == {"concept", "term", "similarity"} and 0.0 <= rec["presence"] <= 1.0
+        # vocabulary terms are understood as themselves, and are known
+        assert prompts["sphere"]["understood"]["concept"] == "ball"
+        assert prompts["sphere"]["understood"]["similarity"] == 1.0 and prompts["sphere"]["flag"] is None
+        assert prompts["the cubic object"]["understood"]["concept"] == "box"
+    assert predictions["manifest"]["model"]["on_unknown"] == "warn"
+
+
+def test_unknown_prompt_is_refused_before_anything_is_written(toy_dataset, trained_model, nnunet_env, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("ball\nthe long stick\n", encoding="utf-8")
+    out = tmp_path / "out"
+    res = run_cli(predict_args(toy_dataset, trained_model, toy_dataset["raw"] / "imagesTs", out, prompts,
+                               "--on_unknown", "error", "--min_similarity", "0.99"), nnunet_env, check=False)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "prompt 'the long stick' names nothing the model learned" in res.stderr
+    assert "concept 'rod'" in res.stderr and str(prompts) in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_empty_mode_writes_empty_flagged_masks(trained_model, toy_dataset):
+    seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
+    image = toy_dataset["raw"] / "imagesTs" / f"{CASE_B}_0000.nii.gz"
+    masks, info = seg.predict(image, ["rod", "the long stick"], return_info=True, on_unknown="empty",
+                              min_similarity=0.99)
+    assert info["the long stick"]["flag"] == "unknown_prompt_emptied" and masks["the long stick"].sum() == 0
+    assert info["rod"]["flag"] is None and masks["rod"].sum() > 0 and info["rod"]["concept"] == "rod"
+
+
+def test_foreign_prompts_give_empty_masks_and_main_terms_still_work(trained_model, toy_dataset):
+    """Foreign prompts the training never saw (the held-out list): at most 1 % of the smallest object's
+    volume on at least 90 % of (case, prompt); main terms keep Dice > 0.8. The network's own answer
+    counts here (on_unknown=warn), not the similarity gate."""
+    seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
+    foreign = HELD_OUT["foreign"]
+    empty, total, worst = 0, 0, []
+    for img in sorted((toy_dataset["raw"] / "imagesTs").glob("*_0000.nii.gz")):
+        ref = read(toy_dataset["raw"] / "labelsTs" / img.name.replace("_0000", ""))
+        smallest = min(int((ref == v).sum()) for v in MAIN.values() if (ref == v).any())
+        masks = seg.predict(img, list(MAIN) + foreign)
+        for name, label in MAIN.items():
+            if (ref == label).any():
+                assert dice(masks[name] > 0, ref == label) > 0.8, (img.name, name)
+        for p in foreign:
+            total += 1
+            empty += int(masks[p].sum() <= 0.01 * smallest)
+            worst.append((int(masks[p].sum()), p))
+    assert empty / total >= 0.9, (empty, total, sorted(worst)[-8:])
