@@ -44,6 +44,7 @@ setup(
             "nnUNetv2_text_demo=nnunetv2_text.run.demo:main",
             "nnUNetv2_text_convert_cowtalk=dataset_conversion.cowtalk.convert:main",
             "nnUNetv2_text_convert_mni152=dataset_conversion.mni152:main",
+            "nnUNetv2_text_merge=dataset_conversion.merge:main",
         ]
     },
 )

@@ -100,3 +100,15 @@ def plan_resenc_m(dataset_id: int, raw: Path, env: dict, log: Path, small: bool)
     derive_plans(Path(env["nnUNet_preprocessed"]) / raw.name, "nnUNetResEncUNetMPlans", "nnUNetResEncUNetSmallPlans",
                  features=(16, 32, 64, 128), blocks=(1, 2, 2, 2), batch_size=2)
     return "nnUNetResEncUNetSmallPlans"
+
+
+def write_section(out: Path, key: str, text: str) -> None:
+    """Replace the ``<!-- key -->`` ... ``<!-- /key -->`` section of a results file (or append it), leaving
+    everything else in the file as it is. ``text`` must carry both markers."""
+    old = out.read_text(encoding="utf-8") if out.is_file() else ""
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    if start in old and end in old:
+        new = old[:old.index(start)] + text + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    out.write_text(new, encoding="utf-8")

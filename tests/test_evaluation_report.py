@@ -216,3 +216,22 @@ def test_cowtalk_missing_channel(tmp_path):
     with pytest.raises(EvaluationInputError, match="s1_0001.nii.gz"):
         evaluate_cowtalk(pred_dir, ref_dir, raw, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_unannotated_pairs_are_skipped_and_counted(tmp_path):
+    """A merged dataset's sources.json (beside the reference folder): a concept that a case's source does
+    not annotate is not scored there, whatever the mask shows."""
+    ref = reference()
+    preds = {"dsA_c1": {"tube": ref == 3, "left box": ref == 1},
+             "dsB_c1": {"tube": np.zeros(SHAPE, bool), "left box": ref == 1}}
+    pred_dir, ref_dir, vocab = make_folders(tmp_path, preds)
+    (tmp_path / "sources.json").write_text(json.dumps({
+        "format": "nnunetv2_text.sources", "version": 1,
+        "sources": {"A": {"annotated_concepts": ["tube", "left_box"]}, "B": {"annotated_concepts": ["left_box"]}},
+        "cases": {"dsA_c1": "A", "dsB_c1": "B"}}))
+    summary = evaluate_folder(pred_dir, ref_dir, vocab, tmp_path / "out")
+    assert summary["skipped_unannotated"] == 1  # the tube of source B
+    assert summary["per_concept"]["tube"]["n_positive"] == 1 and summary["per_concept"]["tube"]["dice"]["mean"] == 1.0
+    assert summary["per_concept"]["left_box"]["n_positive"] == 2
+    assert {(r["case"], r["prompt"]) for r in read_rows(tmp_path / "out" / "metrics.csv")} == {
+        ("dsA_c1", "tube"), ("dsA_c1", "left box"), ("dsB_c1", "left box")}

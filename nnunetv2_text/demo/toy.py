@@ -8,6 +8,7 @@ the text alone: a model that ignores the prompt cannot exceed chance, and a case
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -96,3 +97,32 @@ def write_toy_dataset(raw_root: Path, dataset_id: int = 990, name: str = "TextTo
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_partial_toy_source(raw_root: Path, dataset_id: int, name: str, annotated: Sequence[str],
+                             num_cases: int = TRAIN_CASES, seed: int = 0) -> Path:
+    """A toy dataset that labels only some of the objects its images show, as public datasets do.
+
+    Every image still holds the ball, the box and (in two of three cases) the rod, but only the kinds in
+    ``annotated`` are labelled, numbered 1, 2, ... in that order (so two sources number the same object
+    differently); the others are left as background. Its own ``vocabulary.json`` names only those kinds."""
+    folder = write_toy_dataset(raw_root, dataset_id, name, num_cases=num_cases, seed=seed)
+    values = {kind: i + 1 for i, kind in enumerate(annotated)}
+    lut = np.zeros(len(LABELS), np.uint8)
+    for kind, v in values.items():
+        lut[LABELS[kind]] = v
+    for f in sorted((folder / "labelsTr").glob("*.nii.gz")):
+        img = sitk.ReadImage(str(f))
+        out = sitk.GetImageFromArray(lut[sitk.GetArrayFromImage(img)])
+        out.CopyInformation(img)
+        with atomic_path(f) as tmp:
+            sitk.WriteImage(out, tmp, True)
+    ds = read_json(folder / "dataset.json")
+    ds.pop("vocabulary")
+    ds["labels"] = {"background": 0, **values}
+    atomic_write_json(folder / "dataset.json", ds)
+    shipped = json.loads(resources.files("nnunetv2_text.vocab").joinpath("toy_shapes.json").read_text())
+    atomic_write_json(folder / "vocabulary.json", {
+        **shipped, "name": name, "concepts": [{**c, "labels": [c["id"]]} for c in shipped["concepts"]
+                                              if c["id"] in values]})
+    return folder

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.utils.image_header import Geometry
 from nnunetv2_text.utils.image_header import read_geometry as read_header
+from nnunetv2_text.text.sources import CaseSources
 from nnunetv2_text.text.vocabulary import Concept, Vocabulary, normalize_term
 
 logger = logging.getLogger(__name__)
@@ -166,3 +167,19 @@ def plan_cases(manifest: Manifest, ref_folder: Union[str, Path], concepts: Mappi
                                          tubular is None or c.id in tubular, counterparts.get(c.id)))
         jobs.append(CaseJob(case, ref, tuple(prompt_jobs), float(tolerance_mm)))
     return jobs
+
+
+def drop_unannotated(jobs: List[CaseJob], sources: Optional[CaseSources]) -> Tuple[List[CaseJob], int]:
+    """Leave out (case, prompt) pairs whose concept the case's source does not annotate (a merged,
+    partially labelled dataset: there the reference cannot say whether the structure is present).
+    Returns the remaining jobs and how many pairs were left out."""
+    if sources is None:
+        return jobs, 0
+    out, skipped = [], 0
+    for j in jobs:
+        annotated = sources.annotated(j.case)
+        kept = tuple(p for p in j.prompts if p.concept_id in annotated)
+        skipped += len(j.prompts) - len(kept)
+        if kept:
+            out.append(CaseJob(j.case, j.ref_file, kept, j.tolerance_mm))
+    return out, skipped

@@ -14,12 +14,14 @@ from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.evaluation import plots
-from nnunetv2_text.evaluation.manifest import (CaseJob, EvaluationInputError, load_array, plan_cases,
-                                               read_manifest, resolve_prompts)
+from nnunetv2_text.evaluation.manifest import (CaseJob, EvaluationInputError, drop_unannotated, load_array,
+                                               plan_cases, read_manifest, resolve_prompts)
 from nnunetv2_text.evaluation.metrics import METRIC_NAMES, laterality_pairs, mask_metrics, wrong_side_fraction
 from nnunetv2_text.evaluation.robustness import (left_right_summary, load_paraphrases, robustness_stats,
                                                  summarize_values)
+from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
 from nnunetv2_text.text.vocabulary import Vocabulary, load_vocabulary, resolve_vocabulary_path
 from nnunetv2_text.utils.io import atomic_write_json, atomic_write_text
 
@@ -143,8 +145,12 @@ def summarize(rows: Sequence[Mapping], vocab: Vocabulary) -> dict:
 
 def evaluate_folder(pred_folder: PathLike, ref_folder: PathLike, vocab: Union[PathLike, Vocabulary],
                     out_folder: PathLike, nsd_tolerance: float = 1.0, paraphrases: Optional[PathLike] = None,
-                    tubular: Optional[Sequence[str]] = None, num_processes: int = 1) -> dict:
-    """Evaluate every (case, prompt) mask of ``pred_folder`` against ``ref_folder``; return summary.json's content."""
+                    tubular: Optional[Sequence[str]] = None, num_processes: int = 1,
+                    sources: Optional[PathLike] = None) -> dict:
+    """Evaluate every (case, prompt) mask of ``pred_folder`` against ``ref_folder``; return summary.json's content.
+
+    ``sources``: a merged dataset's ``sources.json`` (default: the one beside ``ref_folder``, if any); pairs
+    whose concept the case's source does not annotate are skipped and counted."""
     if not isinstance(vocab, Vocabulary):
         vocab = load_vocabulary(resolve_vocabulary_path(vocab))
     manifest = read_manifest(pred_folder)
@@ -154,6 +160,16 @@ def evaluate_folder(pred_folder: PathLike, ref_folder: PathLike, vocab: Union[Pa
     pairs = laterality_pairs({c.id: c.main for c in vocab.concepts})
     counterparts = {cid: tuple(vocab.concept(other).labels) for cid, other in pairs.items()}
     jobs = plan_cases(manifest, ref_folder, concepts, tub, counterparts, nsd_tolerance)
+    sources_file = Path(sources) if sources else Path(ref_folder).parent / SOURCES_FILE
+    if sources and not sources_file.is_file():
+        raise EvaluationInputError(f"{sources_file}: sources file not found")
+    try:
+        case_sources = load_sources(sources_file)
+        jobs, skipped = drop_unannotated(jobs, case_sources)
+    except UserInputError as e:
+        raise EvaluationInputError(str(e)) from None
+    if skipped:
+        logger.info("%d (case, prompt) pairs skipped: their concept is not annotated by the case's source", skipped)
     logger.info("evaluating %d cases, %d prompts", len(jobs), sum(len(j.prompts) for j in jobs))
 
     rows = [r for case_rows in run_jobs(evaluate_case, jobs, num_processes) for r in case_rows]
@@ -161,7 +177,9 @@ def evaluate_folder(pred_folder: PathLike, ref_folder: PathLike, vocab: Union[Pa
                "settings": {"pred_folder": str(pred_folder), "ref_folder": str(ref_folder),
                             "vocabulary": vocab.name, "vocabulary_source": vocab.source,
                             "nsd_tolerance_mm": nsd_tolerance, "paraphrases": str(paraphrases) if paraphrases else None,
-                            "cldice_concepts": "all" if tub is None else sorted(tub), "model": manifest.model},
+                            "cldice_concepts": "all" if tub is None else sorted(tub), "model": manifest.model,
+                            "sources": str(sources_file) if case_sources is not None else None},
+               "skipped_unannotated": skipped,
                **summarize(rows, vocab)}
     order = {c.id: i for i, c in enumerate(vocab.concepts)}
     rob = sorted(robustness_stats(rows), key=lambda r: order[r["concept"]])

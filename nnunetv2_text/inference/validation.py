@@ -48,20 +48,37 @@ def validate_trainer(trainer, save_probabilities: bool = False) -> dict:
         logits = predictor.predict_case_logits(torch.from_numpy(np.asarray(data)), emb)
         masks, _ = logits_to_masks(logits, props, trainer.plans_manager, trainer.configuration_manager)
         ref, _ = rw.read_seg(str(gt_folder / f"{key}{ending}"))
-        refs = [np.isin(ref[0], c.labels) for c in concepts]
-        per_case[key] = {c.main: dice(m > 0, r) for c, m, r in zip(concepts, masks, refs)}
-        present[key] = {c.main: bool(r.any()) for c, r in zip(concepts, refs)}
-    per_concept, absent_empty = {}, {}
-    for c in concepts:
-        per_concept[c.main] = _mean_or_none([per_case[k][c.main] for k in per_case if present[k][c.main]])
-        # Dice of an absent concept is 1 exactly when nothing was predicted
-        absent = [per_case[k][c.main] == 1.0 for k in per_case if not present[k][c.main]]
-        absent_empty[c.main] = {"cases": len(absent), "predicted_empty": int(sum(absent))}
-    scored = [v for v in per_concept.values() if v is not None]
+        # a merged dataset scores a concept only where the case's source annotates it
+        scored = [(c, m) for c, m in zip(concepts, masks)
+                  if trainer.sources is None or c.id in trainer.sources.annotated(key)]
+        refs = [np.isin(ref[0], c.labels) for c, _ in scored]
+        per_case[key] = {c.main: dice(m > 0, r) for (c, m), r in zip(scored, refs)}
+        present[key] = {c.main: bool(r.any()) for (c, _), r in zip(scored, refs)}
+
+    def summarize(keys):
+        means, absent_empty = {}, {}
+        for c in concepts:
+            ks = [k for k in keys if c.main in per_case[k]]
+            if not ks:
+                continue
+            means[c.main] = _mean_or_none([per_case[k][c.main] for k in ks if present[k][c.main]])
+            # Dice of an absent concept is 1 exactly when nothing was predicted
+            absent = [per_case[k][c.main] == 1.0 for k in ks if not present[k][c.main]]
+            absent_empty[c.main] = {"cases": len(absent), "predicted_empty": int(sum(absent))}
+        return means, absent_empty
+
+    per_concept, absent_empty = summarize(list(per_case))
     summary = {"metric": "Dice per concept (main term), original geometry, over the cases whose reference "
-                         "contains the concept (evaluation.metrics.dice)",
-               "per_concept": per_concept, "mean": _mean_or_none(scored),
+                         "contains the concept (evaluation.metrics.dice); in a merged dataset only on cases "
+                         "whose source annotates the concept",
+               "per_concept": per_concept,
+               "mean": _mean_or_none([v for v in per_concept.values() if v is not None]),
                "absent_predicted_empty": absent_empty, "per_case": per_case}
+    if trainer.sources is not None:
+        by_source = {}
+        for k in per_case:
+            by_source.setdefault(trainer.sources.source_of(k), []).append(k)
+        summary["per_source"] = {src: summarize(keys)[0] for src, keys in sorted(by_source.items())}
     out = Path(trainer.output_folder) / "validation"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "summary.json", summary)

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concept ids that get clDice, or 'all' (default: all for a vocabulary named TopCoW, else none)")
     p.add_argument("--cowtalk", metavar="RAW_DATASET_FOLDER",
                    help="CoWTalk mode: -p holds refined label maps, this is the converted CoWTalk raw dataset")
+    p.add_argument("--sources", help="a merged dataset's sources.json (default: the one beside -r, if any): "
+                                     "(case, prompt) pairs its source does not annotate are skipped and counted")
     p.add_argument("--num_processes", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -42,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.vocab:
             raise EvaluationInputError("--vocab is required (unless --cowtalk is given)")
         evaluate_folder(args.pred, args.ref, args.vocab, args.out, args.nsd_tolerance, args.paraphrases,
-                        args.tubular, args.num_processes)
+                        args.tubular, args.num_processes, args.sources)
     print(f"results written to {args.out}")
     return 0
 

@@ -9,7 +9,8 @@ Source (raw side), first match wins:
 Prepared (preprocessed side, all training reads): ``$nnUNet_preprocessed/DatasetXXX_Name/text/`` with
 ``vocabulary.json`` (validated copy), ``embeddings.safetensors`` (the cache, see :mod:`.cache`) and
 ``encoder.json`` (which encoder of the cache the dataset uses: model id, instruction, dim) and
-``foreign_prompts.json`` (prompts naming nothing the dataset labels, see :mod:`.foreign`).
+``foreign_prompts.json`` (prompts naming nothing the dataset labels, see :mod:`.foreign`) and, for a
+merged dataset, ``sources.json`` (what each case's source annotates, see :mod:`.sources`).
 Training therefore never needs the raw folder nor the text encoder.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.text.cache import EmbeddingCache, EmbeddingCacheError
 from nnunetv2_text.text.foreign import FOREIGN_FILE, foreign_prompt_pool, pool_file_content
+from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
 from nnunetv2_text.text.vocabulary import (Vocabulary, VocabularyError, load_vocabulary, parse_vocabulary,
                                            resolve_vocabulary_path, validate_against_dataset)
 from nnunetv2_text.utils.io import atomic_write_json
@@ -137,6 +139,14 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
         foreign = foreign_prompt_pool(vocabulary)
         extra_texts += foreign
         atomic_write_json(folder / FOREIGN_FILE, pool_file_content(foreign))
+    sources = load_sources(raw_dataset_folder / SOURCES_FILE)  # a merged dataset's partial-label record
+    if sources is not None:
+        unknown = sorted({c for s in sources.sources.values() for c in s["annotated_concepts"]}
+                         - {c.id for c in vocabulary.concepts})
+        if unknown:
+            raise UserInputError(f"{raw_dataset_folder / SOURCES_FILE}: annotated concepts {unknown} are not in "
+                                 f"the vocabulary {src}")
+        atomic_write_json(folder / SOURCES_FILE, sources.to_dict())
     texts = list(dict.fromkeys(list(vocabulary.all_terms()) + extra_texts))
     for t in texts:
         if not t.strip():

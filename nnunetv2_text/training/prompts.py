@@ -11,7 +11,7 @@ whose target is empty: the model learns that an unknown prompt is answered with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -79,34 +79,57 @@ class PromptSampler:
     def _pick(self, pool: List[int], k: int) -> List[int]:
         return list(self.rng.choice(pool, size=k, replace=False)) if k else []
 
-    def sample_concepts(self, labels_present: set) -> Tuple[List[int], List[bool]]:
-        pos = self.present_concepts(labels_present)
-        neg = [i for i in range(len(self.concept_labels)) if i not in set(pos)]
+    def sample_concepts(self, labels_present: set, annotated: Optional[Set[int]] = None
+                        ) -> Tuple[List[int], List[bool]]:
+        """Concept ids and positivity of one sample's prompts.
+
+        ``annotated``: the concepts the sample's source labels (partial labels, see
+        :mod:`nnunetv2_text.text.sources`); only they are prompted, because a structure the source leaves
+        unlabelled may be in the patch although its label map shows background. Slots that the annotated
+        concepts cannot fill get foreign prompts (empty target) or, without a pool, repeat a chosen one."""
+        allowed = range(len(self.concept_labels)) if annotated is None else sorted(annotated)
+        pos = [i for i in self.present_concepts(labels_present) if i in set(allowed)]
+        neg = [i for i in allowed if i not in set(pos)]
         n_pos = min(self.num_positive, len(pos))
         n_neg = min(self.num_negative + self.num_positive - n_pos, len(neg))
         n_pos = min(self.num_prompts - n_neg, len(pos))
-        if n_pos + n_neg < self.num_prompts:
-            raise ValueError(f"the vocabulary has {len(self.concept_labels)} concepts, fewer than the "
-                             f"{self.num_prompts} prompts per sample")
         chosen = self._pick(pos, n_pos) + self._pick(neg, n_neg)
-        return chosen, [True] * n_pos + [False] * n_neg
+        positive = [True] * n_pos + [False] * n_neg
+        if len(chosen) < self.num_prompts:
+            if annotated is None:
+                raise ValueError(f"the vocabulary has {len(self.concept_labels)} concepts, fewer than the "
+                                 f"{self.num_prompts} prompts per sample")
+            if not chosen and not self.foreign_ids:
+                raise ValueError("a case's source annotates no concept of the vocabulary")
+            while len(chosen) < self.num_prompts:
+                if self.foreign_ids:
+                    chosen.append(foreign_concept_id(self.vocabulary))
+                    positive.append(False)
+                else:
+                    k = int(self.rng.integers(len(chosen)))
+                    chosen.append(chosen[k])
+                    positive.append(positive[k])
+        return chosen, positive
 
     def term_for(self, concept: int) -> int:
+        if concept == foreign_concept_id(self.vocabulary):
+            return self.foreign_ids[self.rng.integers(len(self.foreign_ids))]
         if self.rng.random() < self.main_term_probability or not self.synonym_ids[concept]:
             return self.main_ids[concept]
         syn = self.synonym_ids[concept]
         return syn[self.rng.integers(len(syn))]
 
-    def sample(self, seg: torch.Tensor) -> PromptBatch:
-        """seg (B, 1, *spatial): the full-resolution label patch of each sample."""
+    def sample(self, seg: torch.Tensor, annotated: Optional[Sequence[Optional[Set[int]]]] = None) -> PromptBatch:
+        """seg (B, 1, *spatial): the full-resolution label patch of each sample; ``annotated``: per sample
+        the concept ids its source labels (None: all)."""
         concepts, positive, terms = [], [], []
         for b in range(seg.shape[0]):
             present = set(int(v) for v in torch.unique(seg[b]).tolist() if v > 0)
-            c, p = self.sample_concepts(present)
+            c, p = self.sample_concepts(present, None if annotated is None else annotated[b])
             t = [self.term_for(i) for i in c]
             if self.foreign_probability and self.rng.random() < self.foreign_probability:
                 c[-1], p[-1] = foreign_concept_id(self.vocabulary), False
-                t[-1] = self.foreign_ids[self.rng.integers(len(self.foreign_ids))]
+                t[-1] = self.term_for(c[-1])
             concepts.append(c)
             positive.append(p)
             terms.append(t)

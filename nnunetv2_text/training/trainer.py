@@ -35,6 +35,7 @@ from torch import autocast
 from nnunetv2_text.inference.plain_nnunet import refuse_plain_nnunet_predictor
 from nnunetv2_text.network import TextNetworkConfig, TextPromptableUNet, build_text_network, unwrap_network
 from nnunetv2_text.text.dataset_text import DatasetText, load_dataset_text, text_folder
+from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
 from nnunetv2_text.utils.laterality import left_right_axis_from_properties, mirror_axes_without
 from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
 
@@ -86,6 +87,9 @@ class TextFusionTrainer(nnUNetTrainer):
     main_term_probability: float = 0.25
     #: chance that a sample's last prompt is a foreign one (names nothing the dataset labels; empty target)
     foreign_prompt_probability: float = 0.5
+    #: merged datasets: prompt a case only with concepts its source annotates (False: the naive ablation,
+    #: which teaches every unlabelled structure as absent)
+    use_partial_labels: bool = True
     #: at most this many concepts are scored per validation batch (online pseudo Dice)
     max_val_prompts: int = 8
     # --- optimisation ---------------------------------------------------------------------------------
@@ -105,6 +109,7 @@ class TextFusionTrainer(nnUNetTrainer):
         self.initial_lr = self.learning_rate
         self.text: Optional[DatasetText] = None
         self.text_config: Optional[TextNetworkConfig] = None
+        self.sources = None  # a merged dataset's partial-label record (set in initialize)
         self._left_right_axis: Optional[int] = None
 
     # ------------------------------------------------------------------ setup
@@ -129,6 +134,10 @@ class TextFusionTrainer(nnUNetTrainer):
             self.print_to_log_file("no foreign prompts in the dataset's text folder (embedded by an older "
                                    "version?): rerun nnUNetv2_text_embed to teach unknown prompts 'not here'")
         self.concept_targets = ConceptTargets(self.text.vocabulary, self.device)
+        self.sources = load_sources(text_folder(self.preprocessed_dataset_folder_base) / SOURCES_FILE)
+        if self.sources is not None:
+            self.print_to_log_file(f"partial labels: {len(self.sources.sources)} sources; prompts of a case come "
+                                   f"only from the concepts its source annotates")
         self.val_concepts = [i for i, c in enumerate(self.text.vocabulary.concepts) if len(c.labels) == 1]
 
     def network_config_overrides(self) -> dict:
@@ -209,7 +218,7 @@ class TextFusionTrainer(nnUNetTrainer):
         The hook a refinement trainer overrides: it may also edit the input (e.g. drop an error)."""
         full = target[0] if isinstance(target, list) else target
         if training:
-            pb = self.prompt_sampler.sample(full)
+            pb = self.prompt_sampler.sample(full, self.annotated_concepts(batch["keys"]))
             concepts, terms = pb.concept_ids, pb.term_ids
         else:
             concepts = self._validation_concepts(full)
@@ -219,6 +228,13 @@ class TextFusionTrainer(nnUNetTrainer):
         tgt = [self.concept_targets(t, concepts) for t in target] if isinstance(target, list) \
             else self.concept_targets(target, concepts)
         return data, text, tgt, concepts
+
+    def annotated_concepts(self, keys) -> Optional[list]:
+        """Per case, the concept indices its source annotates (None for a fully annotated dataset)."""
+        if self.sources is None or not self.use_partial_labels:
+            return None
+        index = {c.id: i for i, c in enumerate(self.text.vocabulary.concepts)}
+        return [{index[c] for c in self.sources.annotated(k)} for k in keys]
 
     def _validation_concepts(self, seg: torch.Tensor) -> torch.Tensor:
         """Main terms of the single-label concepts (present ones first when there are too many)."""
@@ -259,6 +275,11 @@ class TextFusionTrainer(nnUNetTrainer):
         pred = (output > 0).float()  # sigmoid(x) > 0.5
         axes = tuple(range(2, output.ndim))
         per_slot = [(pred * target).sum(axes), (pred * (1 - target)).sum(axes), ((1 - pred) * target).sum(axes)]
+        annotated = self.annotated_concepts(batch["keys"])
+        if annotated is not None:  # a concept the case's source leaves unlabelled is not scored there
+            keep = torch.tensor([[c in a for c in row] for a, row in zip(annotated, concepts.tolist())],
+                                device=concepts.device, dtype=per_slot[0].dtype)
+            per_slot = [v * keep for v in per_slot]
         n_concepts = len(self.text.vocabulary.concepts)
         sums = []
         for v in per_slot:  # scatter (B, N) slot counts into per-concept counts

@@ -78,3 +78,10 @@ class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
     """The demo's schedule without foreign prompts (benchmarks/robustness.py compares the two)."""
 
     foreign_prompt_probability = 0.0
+
+
+class TextFusionTrainer_demoNoPartialLabels(TextFusionTrainer_demo):
+    """The demo's schedule treating unlabelled structures of a merged dataset as absent (the naive
+    ablation that benchmarks/merge.py compares with partial-label sampling)."""
+
+    use_partial_labels = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -66,3 +67,38 @@ def atomic_write_with(final: PathLike, writer: Callable[[str], None]) -> None:
 
 def is_temporary(path: PathLike) -> bool:
     return TMP_MARKER in Path(path).name
+
+
+def existing_datasets(raw_root: PathLike, dataset_id: int) -> list:
+    """Every ``DatasetXXX_*`` folder of this id under ``raw_root`` (temporary build folders excluded)."""
+    return sorted(p for p in Path(raw_root).glob(f"Dataset{dataset_id:03d}_*") if TMP_MARKER not in p.name)
+
+
+@contextlib.contextmanager
+def atomic_dataset_folder(raw_root: PathLike, dataset_id: int, name: str, overwrite: bool = False) -> Iterator[Path]:
+    """Build a raw dataset in a hidden temporary folder and move it into place only when the block succeeds.
+
+    nnU-Net lists only folders that start with ``Dataset``, so the hidden folder is never seen as a
+    dataset; an interrupted or failed build leaves nothing. With ``overwrite`` the folders of the same
+    id are replaced at the very end; without it an existing id is an error before anything is written.
+    """
+    from nnunetv2_text.errors import UserInputError
+
+    raw_root = Path(raw_root)
+    final = raw_root / f"Dataset{dataset_id:03d}_{name}"
+    existing = existing_datasets(raw_root, dataset_id)
+    if existing and not overwrite:
+        raise UserInputError(f"dataset id {dataset_id} is already used by {existing[0]} (pass --overwrite to replace it)")
+    raw_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARKER}_", dir=raw_root))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        trash = Path(tempfile.mkdtemp(prefix=f".old{TMP_MARKER}_", dir=raw_root))
+        for old in existing_datasets(raw_root, dataset_id):
+            os.replace(old, trash / old.name)
+        os.replace(tmp, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

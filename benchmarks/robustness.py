@@ -1,0 +1,201 @@
+"""Language robustness: foreign prompts, paraphrases, and the main terms, with and without foreign-prompt
+training, on the toy or the MNI152 dataset. Writes a section of docs/RESULTS.md.
+
+Every step is the real command (dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_text_embed ->
+nnUNetv2_train, once per trainer -> nnUNetv2_text_predict). The prompts come from
+``benchmarks/robustness_prompts.json``: foreign prompts and paraphrases that no vocabulary and no training
+pool contains. Measures, per trainer:
+
+1. foreign prompts: share of (case, prompt) whose mask is empty (at most 1 % of the smallest labelled
+   structure of the case), flagged (similarity below the threshold), or either;
+2. paraphrases: Dice of every vocabulary synonym and every held-out paraphrase on the cases where the
+   concept is present: mean, std, worst, mean - worst per concept (SEER's measures); held-out paraphrases
+   flagged as unknown;
+3. the main terms' Dice;
+4. how similarity and presence separate: the highest similarity of a foreign prompt against the lowest of
+   a paraphrase, and the presence score of present structures against foreign prompts (ROC AUC).
+
+    python benchmarks/robustness.py --dataset toy --workdir /tmp/rob_toy --device cpu
+    python benchmarks/robustness.py --dataset mni152 --workdir /tmp/rob_mni --device cpu --spacing 6
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from nnunetv2_text.demo.pipeline import DEMO_PLANS, command, derive_plans, nnunet_env, run
+from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
+from nnunetv2_text.evaluation.metrics import dice
+from nnunetv2_text.inference.predictor import DEFAULT_MIN_SIMILARITY
+from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_name, plan_resenc_m, write_section  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PROMPTS = json.loads((HERE / "robustness_prompts.json").read_text(encoding="utf-8"))
+TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation)": "TextFusionTrainer_demoNoForeign"}
+
+
+def prepare(dataset: str, work: Path, env: dict, log: Path, test_cases: int, spacing: float) -> tuple:
+    """Raw dataset, planned and embedded -> (raw folder, dataset id, plans name, vocabulary name)."""
+    if dataset == "toy":
+        did = 995
+        raw = write_toy_dataset(Path(env["nnUNet_raw"]), did, num_cases=TRAIN_CASES, num_test=test_cases, seed=3)
+        run([command("nnUNetv2_plan_and_preprocess"), "-d", str(did), "-pl", "nnUNetPlannerResEncM", "-c",
+             "3d_fullres", "-np", "2"], env, log)
+        derive_plans(Path(env["nnUNet_preprocessed"]) / raw.name, "nnUNetResEncUNetMPlans", DEMO_PLANS,
+                     features=(8, 16, 32, 64), blocks=(1, 1, 2, 2), batch_size=4)
+        plans, vocab = DEMO_PLANS, "toy_shapes"
+    else:
+        did = 996
+        run([command("nnUNetv2_text_convert_mni152"), "-d", str(did), "-n", "20", "--test", str(test_cases),
+             "--spacing", str(spacing), "--overwrite"], env, log)
+        raw = next(Path(env["nnUNet_raw"]).glob(f"Dataset{did}_*"))
+        plans, vocab = plan_resenc_m(did, raw, env, log, small=True), "mni152"
+    run([command("nnUNetv2_text_embed"), "-d", str(did)], env, log)
+    return raw, did, plans, vocab
+
+
+def read(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def auc(pos: List[float], neg: List[float]) -> float:
+    """Probability that a present structure scores above a foreign prompt (ties count half)."""
+    p, n = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
+    return float(((p > n).sum() + 0.5 * (p == n).sum()) / (p.size * n.size))
+
+
+def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], foreign: List[str]) -> dict:
+    manifest = json.loads((pred / "manifest.json").read_text())
+    out = {"foreign": {"n": 0, "empty": 0, "flagged": 0, "either": 0}, "wordings": {}, "main": {},
+           "sim_foreign": [], "sim_heldout": [], "presence_present": [], "presence_foreign": [],
+           "heldout_flagged": 0, "heldout_n": 0}
+    for case, recs in sorted(manifest["cases"].items()):
+        ref = read(raw / "labelsTs" / f"{case}.nii.gz")
+        sizes = [int((ref == v).sum()) for v in np.unique(ref) if v > 0]
+        smallest = min(sizes)
+        for prompt in foreign:
+            rec = recs[prompt]
+            empty, flagged = rec["voxels"] <= 0.01 * smallest, rec["flag"] is not None
+            f = out["foreign"]
+            f["n"] += 1
+            f["empty"] += empty
+            f["flagged"] += flagged
+            f["either"] += empty or flagged
+            out["sim_foreign"].append(rec["understood"]["similarity"])
+            out["presence_foreign"].append(rec["presence"])
+        for c in vocab.concepts:
+            gt = np.isin(ref, c.labels)
+            if not gt.any() or len(c.labels) != 1:
+                continue
+            for kind, words in (("main", [c.main]), ("synonym", list(c.synonyms)),
+                                ("held-out", paraphrases.get(c.id, []))):
+                for w in words:
+                    rec = recs[w]
+                    d = dice(read(pred / rec["file"]) > 0, gt)
+                    out["wordings"].setdefault(c.id, {}).setdefault(kind, []).append(d)
+                    if kind == "main":
+                        out["main"].setdefault(c.id, []).append(d)
+                        out["presence_present"].append(rec["presence"])
+                    if kind == "held-out":
+                        out["heldout_n"] += 1
+                        out["heldout_flagged"] += rec["flag"] is not None
+                        out["sim_heldout"].append(rec["understood"]["similarity"])
+    return out
+
+
+def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, float], cases: int) -> str:
+    dev = device_name(torch.device(args.device))
+    lines = [f"<!-- robustness-{dataset} -->",
+             f"## Language robustness: {dataset} ({datetime.date.today().isoformat()}, {dev})", "",
+             f"Command: `python benchmarks/robustness.py --dataset {dataset} --workdir {args.workdir} --device "
+             f"{args.device}{f' --spacing {args.spacing:g}' if dataset == 'mni152' else ''}`. {cases} held-out "
+             f"cases; {len(PROMPTS['foreign'])} held-out foreign prompts; held-out paraphrases from "
+             f"`benchmarks/robustness_prompts.json`; similarity threshold {DEFAULT_MIN_SIMILARITY}. Trainers "
+             "have the demo's schedule (800 steps) and differ only in `foreign_prompt_probability` (0.5 / 0). "
+             + ", ".join(f"training '{k}' {v / 60:.1f} min" for k, v in timings.items()) + ".", "",
+             "| measure | " + " | ".join(results) + " |", "| --- |" + " --- |" * len(results)]
+
+    def row(name, fn):
+        lines.append(f"| {name} | " + " | ".join(fn(r) for r in results.values()) + " |")
+
+    def pct(a, b):
+        return f"{100 * a / max(1, b):.1f} % ({a}/{b})"
+
+    row("foreign prompts empty (<= 1 % of smallest structure)", lambda r: pct(r["foreign"]["empty"], r["foreign"]["n"]))
+    row("foreign prompts flagged unknown", lambda r: pct(r["foreign"]["flagged"], r["foreign"]["n"]))
+    row("foreign prompts empty or flagged (target >= 95 %)", lambda r: pct(r["foreign"]["either"], r["foreign"]["n"]))
+    row("held-out paraphrases flagged unknown (target 0)", lambda r: pct(r["heldout_flagged"], r["heldout_n"]))
+    row("mean Dice, main terms", lambda r: f"{np.mean([v for vs in r['main'].values() for v in vs]):.3f}")
+    for cid in next(iter(results.values()))["main"]:
+        row(f"Dice '{cid}' main term", lambda r, c=cid: f"{np.mean(r['main'][c]):.3f}")
+    row("presence AUC, present structure vs foreign prompt",
+        lambda r: f"{auc(r['presence_present'], r['presence_foreign']):.3f}")
+    row("similarity: highest foreign / lowest held-out paraphrase",
+        lambda r: f"{max(r['sim_foreign']):.3f} / {min(r['sim_heldout'] or [float('nan')]):.3f}")
+    lines += ["", "Wordings (Dice over cases where the concept is present; SEER's measures per concept):", "",
+              "| trainer | concept | wordings | mean | std | worst | mean - worst | held-out mean | held-out worst |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        for cid, kinds in r["wordings"].items():
+            allv = [v for vs in kinds.values() for v in vs]
+            held = kinds.get("held-out", [])
+            lines.append(f"| {name} | {cid} | {sum(len(v) for v in kinds.values()) // max(1, len(r['main'][cid]))} | "
+                         f"{np.mean(allv):.3f} | {np.std(allv):.3f} | {min(allv):.3f} | "
+                         f"{np.mean(allv) - min(allv):.3f} | {np.mean(held) if held else float('nan'):.3f} | "
+                         f"{min(held) if held else float('nan'):.3f} |")
+    lines += ["", f"<!-- /robustness-{dataset} -->"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=("toy", "mni152"), default="toy")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--test", type=int, default=8, help="held-out cases")
+    p.add_argument("--spacing", type=float, default=6.0, help="MNI152 spacing in mm")
+    p.add_argument("--out", default=str(HERE.parent / "docs" / "RESULTS.md"))
+    args = p.parse_args(argv)
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = nnunet_env(work)
+    log = work / "robustness.log"
+    raw, did, plans, vocab_name = prepare(args.dataset, work, env, log, args.test, args.spacing)
+    vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
+    paraphrases = PROMPTS["paraphrases"].get(vocab_name, {})
+    foreign = PROMPTS["foreign"]
+    prompts = list(dict.fromkeys(vocab.all_terms() + [w for ws in paraphrases.values() for w in ws] + foreign))
+    prompt_file = work / "prompts.txt"
+    prompt_file.write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    results, timings = {}, {}
+    for label, trainer in TRAINERS.items():
+        t = time.time()
+        run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", trainer, "-p", plans,
+             "-device", args.device], env, log)
+        timings[label] = time.time() - t
+        pred = work / f"pred_{trainer}"
+        run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--prompts",
+             str(prompt_file), "-d", str(did), "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", plans,
+             "-device", args.device, "-npp", "1", "-nps", "1"], env, log)
+        results[label] = measure(pred, raw, vocab, paraphrases, foreign)
+        (work / f"results_{trainer}.json").write_text(json.dumps(results[label], indent=1))
+    text = section(args.dataset, results, args, timings, args.test)
+    write_section(Path(args.out), f"robustness-{args.dataset}", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
