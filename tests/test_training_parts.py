@@ -134,3 +134,26 @@ def test_noDS_freezes_the_unused_heads_before_ddp_wrapping():
     torch.testing.assert_close(net.prompt_decoder.text_center, torch.tensor([0.2] * 5 + [0.0] * 3))
     net(torch.randn(1, 1, 16, 16, 16), torch.randn(1, 2, 8)).sum().backward()
     assert not [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+
+
+def test_foreign_prompt_slots_have_empty_targets():
+    """Each sample gets num_foreign extra prompts from the pool; their target is empty even where every
+    labelled structure is present."""
+    import torch
+
+    from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
+    from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler, foreign_concept_id
+
+    vocab = load_vocabulary(resolve_vocabulary_path("toy_shapes"))
+    pool = ["hello world", "red car", "liver"]
+    terms = vocab.all_terms() + pool
+    sampler = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, num_foreign=1)
+    seg = torch.ones(3, 1, 4, 4, 4, dtype=torch.long)
+    seg[:, :, :2] = 2
+    seg[:, :, 3] = 3
+    pb = sampler.sample(seg)
+    assert pb.concept_ids.shape == (3, 4) and (pb.concept_ids[:, 3] == foreign_concept_id(vocab)).all()
+    assert {terms[t] for t in pb.term_ids[:, 3].tolist()} <= set(pool) and not pb.positive[:, 3].any()
+    targets = ConceptTargets(vocab, torch.device("cpu"))(seg, pb.concept_ids)
+    assert targets[:, 3].sum() == 0 and targets[:, :2].sum() > 0
+    assert PromptSampler(vocab, terms, 2, 1, seed=0, foreign=(), num_foreign=1).num_prompts == 3  # no pool

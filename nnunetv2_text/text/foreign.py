@@ -27,8 +27,10 @@ def _shipped_json(name: str) -> dict:
 
 
 def generic_foreign_prompts() -> List[str]:
-    """The shipped phrases that name no anatomy at all."""
-    return list(_shipped_json(FOREIGN_FILE)["generic"])
+    """The shipped phrases that name no anatomy at all: the listed ones and every adjective-object pair
+    (as many everyday phrases as there are anatomy terms, so unknown means more than "another organ")."""
+    d = _shipped_json(FOREIGN_FILE)
+    return list(d["generic"]) + [f"{a} {o}" for a in d.get("adjectives", []) for o in d.get("objects", [])]
 
 
 def shipped_vocabulary_terms() -> List[str]:
