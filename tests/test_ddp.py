@@ -25,6 +25,7 @@ VARIANTS = [
     ("TextFusionTrainer_noDS", DATASET_ID, TINY_PLANS),
     ("TextFusionTrainer_lateFusion", DATASET_ID, TINY_PLANS),
     ("TextFusionTrainer_demo", DATASET_ID, TINY_PLANS),
+    ("TextFusionTrainer_noForeign", DATASET_ID, TINY_PLANS),
     ("CoWTalkRefineTrainer", COWTALK_ID, COWTALK_PLANS),
 ]
 
