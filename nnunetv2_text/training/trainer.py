@@ -8,7 +8,8 @@ checkpoints); this trainer changes what the network sees and what it is scored a
   gets their cached embeddings and returns one logit map per prompt;
 - targets are binary per prompt (unions for combined concepts), loss is nnU-Net's Dice + BCE with its
   deep-supervision weights;
-- the left-right axis is never mirrored, in training nor in the saved test-time axes (:mod:`.laterality`);
+- the left-right axis is never mirrored, in training nor in the saved test-time axes
+  (:mod:`nnunetv2_text.utils.laterality`);
 - checkpoints also store the text network config, the encoder id, embedding dim and vocabulary.
 
 Tunables are class attributes, so a variant is a three-line subclass (see :mod:`.variants`).
@@ -36,8 +37,8 @@ from nnunetv2_text.inference.plain_nnunet import refuse_plain_nnunet_predictor
 from nnunetv2_text.network import TextNetworkConfig, TextPromptableUNet, build_text_network, unwrap_network
 from nnunetv2_text.text.dataset_text import DatasetText, load_dataset_text, text_folder
 from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
-from nnunetv2_text.utils.laterality import left_right_axis_from_properties, mirror_axes_without
 from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
+from nnunetv2_text.utils.laterality import left_right_axis_from_properties, mirror_axes_without
 
 CHECKPOINT_TEXT_KEY = "text"
 
