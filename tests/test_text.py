@@ -144,7 +144,8 @@ def test_prepare_and_load_dataset_text(tmp_path, minilm):
     s = prepare_dataset_text(raw, pre, minilm)
     foreign = json.loads((pre / "text" / "foreign_prompts.json").read_text())["prompts"]
     assert len(foreign) > 300 and "liver" in foreign and "hello world" in foreign
-    assert s["added"] == 18 + len(foreign) and s["dim"] == 384
+    assert s["foreign"] == len(foreign) and s["foreign_left_out"] >= 0
+    assert s["added"] == 18 + len(foreign) + s["foreign_left_out"] and s["dim"] == 384
     assert prepare_dataset_text(raw, pre, minilm)["added"] == 0  # nothing re-encoded
     dt = load_dataset_text(pre, json.loads((raw / "dataset.json").read_text()))
     assert dt.embeddings.shape == (18 + len(foreign), 384) and dt.model_id == DEFAULT_MODEL_ID
@@ -192,3 +193,17 @@ def test_foreign_pool_excludes_word_overlaps_and_is_disjoint_from_held_out_lists
     everything = {normalize_term(t) for t in generic_foreign_prompts() + shipped_vocabulary_terms()}
     for t in held_out["foreign"] + [p for d in held_out["paraphrases"].values() for ps in d.values() for p in ps]:
         assert normalize_term(t) not in everything, t
+
+
+def test_pool_terms_close_to_the_vocabulary_are_left_out(minilm):
+    """Measured with the bundled MiniLM: "windpipe" is the toy's "pipe" to the network (0.60 after centring),
+    "banana" is not; the first must not be taught as absent."""
+    from nnunetv2_text.text.foreign import MAX_POOL_SIMILARITY, drop_close_to_vocabulary
+
+    toy = load_vocabulary(resolve_vocabulary_path("toy_shapes"))
+    own = toy.all_terms()
+    pool = ["windpipe", "basketball", "banana", "hello world", "red car"]
+    kept = drop_close_to_vocabulary(pool, minilm.encode(pool), minilm.encode(own))
+    assert "windpipe" not in kept and "basketball" not in kept and {"hello world", "red car"} <= set(kept)
+    assert drop_close_to_vocabulary(pool, minilm.encode(pool), minilm.encode(own), 1.01) == pool
+    assert 0 < MAX_POOL_SIMILARITY < 1

@@ -25,7 +25,8 @@ import numpy as np
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.text.cache import EmbeddingCache, EmbeddingCacheError
-from nnunetv2_text.text.foreign import FOREIGN_FILE, foreign_prompt_pool, pool_file_content
+from nnunetv2_text.text.foreign import (FOREIGN_FILE, drop_close_to_vocabulary, foreign_prompt_pool,
+                                        pool_file_content)
 from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
 from nnunetv2_text.text.vocabulary import (Vocabulary, VocabularyError, load_vocabulary, parse_vocabulary,
                                            resolve_vocabulary_path, validate_against_dataset)
@@ -129,6 +130,7 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
     folder.mkdir(parents=True, exist_ok=True)
     cache = EmbeddingCache(folder / CACHE_FILE)
     extra_texts = list(extra_texts)
+    added, foreign, left_out = 0, [], 0
     if "cowtalk" in dataset_json:  # a refinement dataset: its instructions are cached like terms
         from nnunetv2_text.text.instructions import INSTRUCTIONS_FILE, all_instruction_texts, read_case_instructions
 
@@ -136,7 +138,13 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
         extra_texts += all_instruction_texts(cases)
         atomic_write_json(folder / INSTRUCTIONS_FILE, cases)
     else:  # a segmentation dataset: prompts that name nothing here, to be taught "not here"
-        foreign = foreign_prompt_pool(vocabulary)
+        candidates = foreign_prompt_pool(vocabulary)
+        own = vocabulary.all_terms()
+        added += cache.update_with(encoder, own + candidates)
+        foreign = drop_close_to_vocabulary(candidates, cache.get(encoder.model_id, encoder.instruction, candidates),
+                                           cache.get(encoder.model_id, encoder.instruction, own))
+        left_out = len(candidates) - len(foreign)
+        logger.info("foreign-prompt pool: %d terms (%d too close to the vocabulary left out)", len(foreign), left_out)
         extra_texts += foreign
         atomic_write_json(folder / FOREIGN_FILE, pool_file_content(foreign))
     sources = load_sources(raw_dataset_folder / SOURCES_FILE)  # a merged dataset's partial-label record
@@ -151,7 +159,7 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
     for t in texts:
         if not t.strip():
             raise UserInputError(f"{src}: empty text among the terms")
-    added = cache.update_with(encoder, texts)
+    added += cache.update_with(encoder, texts)
     dim = cache.get(encoder.model_id, encoder.instruction, texts[:1]).shape[1]
     if added:
         cache.save()
@@ -160,7 +168,7 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
     atomic_write_json(folder / ENCODER_FILE, {"model_id": encoder.model_id, "instruction": encoder.instruction,
                                               "dim": int(dim)})
     return {"vocabulary_source": str(src), "text_folder": str(folder), "terms": len(texts), "added": added,
-            "model_id": encoder.model_id, "dim": int(dim)}
+            "foreign": len(foreign), "foreign_left_out": left_out, "model_id": encoder.model_id, "dim": int(dim)}
 
 
 __all__ = ["DatasetText", "load_dataset_text", "prepare_dataset_text", "find_source_vocabulary", "text_folder",

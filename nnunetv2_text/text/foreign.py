@@ -7,14 +7,17 @@ is left out for a dataset when its vocabulary resolves the term, or when one of 
 word by word ("brain" vs "left brain", "pipe" vs "food pipe"): such a term may well name something the
 dataset's images show, and teaching "not here" for it would be wrong.
 
-``nnUNetv2_text_embed`` writes the dataset's pool to ``text/foreign_prompts.json`` and embeds it into the
-cache, so training still never loads the text encoder.
+A term whose embedding is too close to one of the dataset's terms is left out as well
+(:func:`drop_close_to_vocabulary`). ``nnUNetv2_text_embed`` writes the dataset's pool to
+``text/foreign_prompts.json`` and embeds it into the cache, so training still never loads the text encoder.
 """
 from __future__ import annotations
 
 import json
 from importlib import resources
 from typing import Iterable, List, Sequence
+
+import numpy as np
 
 from nnunetv2_text.text.vocabulary import Vocabulary, normalize_term, shipped_vocabularies
 
@@ -63,6 +66,29 @@ def foreign_prompt_pool(vocabulary: Vocabulary, candidates: Iterable[str] = ()) 
         seen.add(key)
         pool.append(t)
     return pool
+
+
+#: a pool term at least this similar to one of the dataset's own terms (cosine, after centring on their
+#: mean as the network does) is left out too: the network could hardly tell it from a concept it must
+#: segment, and teaching it "not here" pulls that concept towards empty masks ("windpipe" vs the toy's
+#: "pipe": 0.60; docs/RESULTS.md)
+MAX_POOL_SIMILARITY = 0.4
+
+
+def drop_close_to_vocabulary(pool: Sequence[str], pool_embeddings: np.ndarray, vocabulary_embeddings: np.ndarray,
+                             max_similarity: float = MAX_POOL_SIMILARITY) -> List[str]:
+    """The pool terms whose highest similarity to a vocabulary term stays below ``max_similarity``.
+
+    Similarity as the network sees prompts (``PromptDecoder.center_text``): embeddings minus the
+    vocabulary's mean, scaled to unit length, then the dot product."""
+    centre = vocabulary_embeddings.mean(0)
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = x - centre
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+
+    best = (unit(pool_embeddings) @ unit(vocabulary_embeddings).T).max(1)
+    return [t for t, s in zip(pool, best) if s < max_similarity]
 
 
 def pool_file_content(pool: List[str]) -> dict:
