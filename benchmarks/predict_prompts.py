@@ -1,5 +1,6 @@
-"""Per-case prediction time: prompts batched (encoder once per tile) vs one prompt at a time (the VoxTell
-way), and 1 prompt vs plain nnU-Net prediction of the same case — all through nnU-Net's sliding window,
+"""Per-case prediction time: prompts batched (encoder once per tile) vs a whole sliding window per prompt
+(encoder re-run every time; VoxTell instead encodes once and loops its decoder), and 1 prompt vs plain
+nnU-Net prediction of the same case — all through nnU-Net's sliding window,
 side by side in one process.
 
     python benchmarks/predict_prompts.py --device cuda --patch 128 --image 160 [--out results.json]
