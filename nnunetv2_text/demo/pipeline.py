@@ -84,7 +84,8 @@ def nnunet_env(workdir: Path) -> dict:
     env = dict(os.environ)
     env.update(nnUNet_raw=str(workdir / "nnUNet_raw"), nnUNet_preprocessed=str(workdir / "nnUNet_preprocessed"),
                nnUNet_results=str(workdir / "nnUNet_results"), nnUNet_compile=env.get("nnUNet_compile", "f"),
-               nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "1"), HF_HUB_OFFLINE="1")
+               nnUNet_n_proc_DA=env.get("nnUNet_n_proc_DA", "1"), HF_HUB_OFFLINE="1",
+               PYTHONUNBUFFERED="1")  # progress lines arrive as they are printed, not in 8 KiB bursts
     ensure_ext_trainer_env(env)
     return env
 
