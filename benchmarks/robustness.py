@@ -123,7 +123,7 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, flo
              f"{args.device}{f' --spacing {args.spacing:g}' if dataset == 'mni152' else ''}`. {cases} held-out "
              f"cases; {len(PROMPTS['foreign'])} held-out foreign prompts; held-out paraphrases from "
              f"`benchmarks/robustness_prompts.json`; similarity threshold {DEFAULT_MIN_SIMILARITY}. Trainers "
-             "have the demo's schedule (800 steps) and differ only in `num_foreign_prompts` (1 / 0). "
+             "have the demo's schedule (800 steps) and differ only in `foreign_prompt_probability` (0.5 / 0). "
              + ", ".join(f"training '{k}' {v / 60:.1f} min" for k, v in timings.items()) + ".", "",
              "| measure | " + " | ".join(results) + " |", "| --- |" + " --- |" * len(results)]
 

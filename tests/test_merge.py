@@ -132,7 +132,7 @@ def test_partial_labels_prompt_only_annotated_concepts():
     """A concept the sample's source does not annotate is never a prompt for it, not even a negative."""
     vocab = load_vocabulary(Path(__file__).parents[1] / "vocab" / "toy_shapes.json")
     terms = vocab.all_terms() + ["hello world"]
-    sampler = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=["hello world"])  # no extra foreign slot
+    sampler = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=["hello world"])  # foreign only to fill
     seg = torch.zeros(2, 1, 4, 4, 4, dtype=torch.long)
     seg[:, :, 0] = 1  # ball present in both samples
     seg[:, :, 1] = 2  # box present

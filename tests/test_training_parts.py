@@ -136,9 +136,9 @@ def test_noDS_freezes_the_unused_heads_before_ddp_wrapping():
     assert not [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
 
 
-def test_foreign_prompt_slots_have_empty_targets():
-    """Each sample gets num_foreign extra prompts from the pool; their target is empty even where every
-    labelled structure is present."""
+def test_foreign_prompts_replace_the_negative_with_an_empty_target():
+    """With foreign_probability 1 every sample's last prompt is from the pool, and its target is empty
+    even where every labelled structure is present."""
     import torch
 
     from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
@@ -147,13 +147,14 @@ def test_foreign_prompt_slots_have_empty_targets():
     vocab = load_vocabulary(resolve_vocabulary_path("toy_shapes"))
     pool = ["hello world", "red car", "liver"]
     terms = vocab.all_terms() + pool
-    sampler = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, num_foreign=1)
+    sampler = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, foreign_probability=1.0)
     seg = torch.ones(3, 1, 4, 4, 4, dtype=torch.long)
     seg[:, :, :2] = 2
     seg[:, :, 3] = 3
     pb = sampler.sample(seg)
-    assert pb.concept_ids.shape == (3, 4) and (pb.concept_ids[:, 3] == foreign_concept_id(vocab)).all()
-    assert {terms[t] for t in pb.term_ids[:, 3].tolist()} <= set(pool) and not pb.positive[:, 3].any()
+    assert pb.concept_ids.shape == (3, 3) and (pb.concept_ids[:, 2] == foreign_concept_id(vocab)).all()
+    assert {terms[t] for t in pb.term_ids[:, 2].tolist()} <= set(pool) and not pb.positive[:, 2].any()
     targets = ConceptTargets(vocab, torch.device("cpu"))(seg, pb.concept_ids)
-    assert targets[:, 3].sum() == 0 and targets[:, :2].sum() > 0
-    assert PromptSampler(vocab, terms, 2, 1, seed=0, foreign=(), num_foreign=1).num_prompts == 3  # no pool
+    assert targets[:, 2].sum() == 0 and targets[:, :2].sum() > 0
+    plain = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, foreign_probability=0.0).sample(seg)
+    assert (plain.concept_ids < foreign_concept_id(vocab)).all()

@@ -36,7 +36,7 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
     p_long_instruction: float = 0.5
     num_positive_prompts = 1
     num_negative_prompts = 0
-    num_foreign_prompts = 0  # one instruction per sample, no negatives
+    foreign_prompt_probability = 0.0  # one instruction per sample, no negatives
 
     # ------------------------------------------------------------------ setup
     def load_text(self):

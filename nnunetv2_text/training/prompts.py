@@ -4,10 +4,11 @@ For each sample of a batch: ``num_positive`` concepts present in the sampled pat
 absent ones (their target is empty: the model must learn to say "not here"). Each prompt uses the main
 term with probability ``main_term_probability`` and a random synonym otherwise (VoxTell: 25 % / 75 %).
 When a patch has too few present (or absent) concepts the remaining slots take the other kind, so
-every sample always gets the same number of prompts. ``num_foreign`` extra slots each hold, with
-``foreign_probability``, a foreign prompt (one that names nothing the dataset labels, see
-:mod:`nnunetv2_text.text.foreign`), otherwise one more absent concept; a foreign prompt's target is empty,
-so the model learns that an unknown prompt is answered with nothing.
+every sample always gets the same number of prompts. With ``foreign_probability`` a sample's last
+prompt (its absent concept, when it has one) is replaced by a foreign prompt: one that names nothing the
+dataset labels (see :mod:`nnunetv2_text.text.foreign`), with an empty target, so the model learns that an
+unknown prompt is answered with nothing. Replaced rather than added: with an extra empty-target prompt in
+every sample the toy's thin rod collapsed to empty masks (docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -58,11 +59,10 @@ def foreign_concept_id(vocabulary: Vocabulary) -> int:
 class PromptSampler:
     def __init__(self, vocabulary: Vocabulary, terms: Sequence[str], num_positive: int = 2,
                  num_negative: int = 1, main_term_probability: float = 0.25, seed=None,
-                 foreign: Sequence[str] = (), foreign_probability: float = 1.0, num_foreign: int = 0):
+                 foreign: Sequence[str] = (), foreign_probability: float = 0.0):
         index = {t: i for i, t in enumerate(terms)}
         self.foreign_ids = [index[t] for t in foreign]
-        self.foreign_probability = foreign_probability
-        self.num_foreign = num_foreign if self.foreign_ids else 0  # no pool: no extra slots
+        self.foreign_probability = foreign_probability if self.foreign_ids else 0.0
         self.vocabulary = vocabulary
         self.main_ids = [index[c.main] for c in vocabulary.concepts]
         self.synonym_ids = [[index[s] for s in c.synonyms] for c in vocabulary.concepts]
@@ -73,10 +73,6 @@ class PromptSampler:
 
     @property
     def num_prompts(self) -> int:
-        return self.num_positive + self.num_negative + self.num_foreign
-
-    @property
-    def num_vocabulary_prompts(self) -> int:
         return self.num_positive + self.num_negative
 
     def present_concepts(self, labels_present: set) -> List[int]:
@@ -98,16 +94,16 @@ class PromptSampler:
         neg = [i for i in allowed if i not in set(pos)]
         n_pos = min(self.num_positive, len(pos))
         n_neg = min(self.num_negative + self.num_positive - n_pos, len(neg))
-        n_pos = min(self.num_vocabulary_prompts - n_neg, len(pos))
+        n_pos = min(self.num_prompts - n_neg, len(pos))
         chosen = self._pick(pos, n_pos) + self._pick(neg, n_neg)
         positive = [True] * n_pos + [False] * n_neg
-        if len(chosen) < self.num_vocabulary_prompts:
+        if len(chosen) < self.num_prompts:
             if annotated is None:
                 raise ValueError(f"the vocabulary has {len(self.concept_labels)} concepts, fewer than the "
-                                 f"{self.num_vocabulary_prompts} prompts per sample")
+                                 f"{self.num_prompts} prompts per sample")
             if not chosen and not self.foreign_ids:
                 raise ValueError("a case's source annotates no concept of the vocabulary")
-            while len(chosen) < self.num_vocabulary_prompts:
+            while len(chosen) < self.num_prompts:
                 if self.foreign_ids:
                     chosen.append(foreign_concept_id(self.vocabulary))
                     positive.append(False)
@@ -115,13 +111,8 @@ class PromptSampler:
                     k = int(self.rng.integers(len(chosen)))
                     chosen.append(chosen[k])
                     positive.append(positive[k])
-        for _ in range(self.num_foreign):
-            spare = [i for i in neg if i not in chosen]
-            if self.rng.random() < self.foreign_probability or not spare:
-                chosen.append(foreign_concept_id(self.vocabulary))
-            else:
-                chosen.append(int(self.rng.choice(spare)))
-            positive.append(False)
+        if self.foreign_probability and self.rng.random() < self.foreign_probability:
+            chosen[-1], positive[-1] = foreign_concept_id(self.vocabulary), False
         return chosen, positive
 
     def term_for(self, concept: int) -> int:

@@ -3,9 +3,9 @@
 Everything nnU-Net does stays (plans, preprocessing, data loading, augmentation, poly LR, logging,
 checkpoints); this trainer changes what the network sees and what it is scored against:
 
-- every sample gets ``num_positive_prompts`` present and ``num_negative_prompts`` absent concepts, and
-  ``num_foreign_prompts`` prompts that name nothing the dataset labels (:mod:`.prompts`); the network
-  gets their cached embeddings and returns one logit map per prompt;
+- every sample gets ``num_positive_prompts`` present and ``num_negative_prompts`` absent concepts, the
+  last sometimes replaced by a prompt that names nothing the dataset labels (:mod:`.prompts`); the
+  network gets their cached embeddings and returns one logit map per prompt;
 - targets are binary per prompt (unions for combined concepts), loss is nnU-Net's Dice + BCE with its
   deep-supervision weights;
 - the left-right axis is never mirrored, in training nor in the saved test-time axes
@@ -86,10 +86,8 @@ class TextFusionTrainer(nnUNetTrainer):
     num_positive_prompts: int = 2
     num_negative_prompts: int = 1
     main_term_probability: float = 0.25
-    #: extra prompt slots per sample for foreign prompts (name nothing the dataset labels; empty target)
-    num_foreign_prompts: int = 1
-    #: chance that such a slot holds a foreign prompt rather than one more absent concept (at 1.0 the toy's
-    #: thin rod collapsed to empty masks in a demo-schedule run; docs/RESULTS.md)
+    #: chance that a sample's last prompt (its absent concept) is replaced by a foreign one: a text that
+    #: names nothing the dataset labels, with an empty target
     foreign_prompt_probability: float = 0.5
     #: merged datasets: prompt a case only with concepts its source annotates (False: the naive ablation,
     #: which teaches every unlabelled structure as absent)
@@ -133,9 +131,8 @@ class TextFusionTrainer(nnUNetTrainer):
         self.prompt_sampler = PromptSampler(self.text.vocabulary, self.text.terms, self.num_positive_prompts,
                                             self.num_negative_prompts, self.main_term_probability,
                                             foreign=self.text.foreign,
-                                            foreign_probability=self.foreign_prompt_probability,
-                                            num_foreign=self.num_foreign_prompts)
-        if self.num_foreign_prompts and not self.text.foreign:
+                                            foreign_probability=self.foreign_prompt_probability)
+        if self.foreign_prompt_probability and not self.text.foreign:
             self.print_to_log_file("no foreign prompts in the dataset's text folder (embedded by an older "
                                    "version?): rerun nnUNetv2_text_embed to teach unknown prompts 'not here'")
         self.concept_targets = ConceptTargets(self.text.vocabulary, self.device)

@@ -71,13 +71,13 @@ class TextFusionTrainer_demo(TextFusionTrainer):
 class TextFusionTrainer_noForeign(TextFusionTrainer):
     """No foreign prompts in training (the ablation of language robustness)."""
 
-    num_foreign_prompts = 0
+    foreign_prompt_probability = 0.0
 
 
 class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
     """The demo's schedule without foreign prompts (benchmarks/robustness.py compares the two)."""
 
-    num_foreign_prompts = 0
+    foreign_prompt_probability = 0.0
 
 
 class TextFusionTrainer_demoNoPartialLabels(TextFusionTrainer_demo):
