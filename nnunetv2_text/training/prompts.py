@@ -88,7 +88,10 @@ class PromptSampler:
         ``annotated``: the concepts the sample's source labels (partial labels, see
         :mod:`nnunetv2_text.text.sources`); only they are prompted, because a structure the source leaves
         unlabelled may be in the patch although its label map shows background. Slots that the annotated
-        concepts cannot fill get foreign prompts (empty target) or, without a pool, repeat a chosen one."""
+        concepts cannot fill repeat a chosen concept (its own term is drawn again), present ones first;
+        only a case with no chosen concept at all gets foreign prompts there. Filling with foreign prompts
+        instead put an empty target into nearly every sample of a merged toy, and its rod collapsed to
+        empty masks (docs/RESULTS.md)."""
         allowed = range(len(self.concept_labels)) if annotated is None else sorted(annotated)
         pos = [i for i in self.present_concepts(labels_present) if i in set(allowed)]
         neg = [i for i in allowed if i not in set(pos)]
@@ -104,13 +107,13 @@ class PromptSampler:
             if not chosen and not self.foreign_ids:
                 raise ValueError("a case's source annotates no concept of the vocabulary")
             while len(chosen) < self.num_prompts:
-                if self.foreign_ids:
+                if not chosen:
                     chosen.append(foreign_concept_id(self.vocabulary))
                     positive.append(False)
-                else:
-                    k = int(self.rng.integers(len(chosen)))
-                    chosen.append(chosen[k])
-                    positive.append(positive[k])
+                    continue
+                k = int(self.rng.integers(n_pos)) if n_pos else int(self.rng.integers(len(chosen)))
+                chosen.append(chosen[k])
+                positive.append(positive[k])
         if self.foreign_probability and self.rng.random() < self.foreign_probability:
             chosen[-1], positive[-1] = foreign_concept_id(self.vocabulary), False
         return chosen, positive
