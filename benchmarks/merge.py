@@ -144,6 +144,8 @@ def render(args, scale_rows, abl) -> str:
             lines.append(f"| {r['cases']} | {r['seconds']:.1f} | {r['cases'] / r['seconds']:.0f} | "
                          f"{r['peak_main_mib']:.0f} | {r['peak_worker_mib']:.0f} |")
         lines.append("")
+    if not abl:
+        lines += ["The partial-label ablation (`--ablation`, two trainings) was not part of this run.", ""]
     if abl:
         lines += ["Partial-label sampling against the naive merge (unlabelled structures taught as absent). Source A "
                   "labels ball and box, source B box and rod; every image shows all three. 24 + 24 training cases, "
