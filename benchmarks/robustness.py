@@ -35,7 +35,7 @@ import torch
 from nnunetv2_text.demo.pipeline import DEMO_PLANS, command, derive_plans, nnunet_env, run
 from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
 from nnunetv2_text.evaluation.metrics import dice
-from nnunetv2_text.inference.predictor import DEFAULT_MIN_SIMILARITY
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

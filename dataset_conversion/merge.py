@@ -34,8 +34,7 @@ from tqdm import tqdm
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.run.cli import user_errors_to_exit
 from nnunetv2_text.text.dataset_text import find_source_vocabulary
-from nnunetv2_text.text.sources import FORMAT as SOURCES_FORMAT
-from nnunetv2_text.text.sources import SOURCES_FILE, annotated_concepts
+from nnunetv2_text.text.sources import SOURCES_FILE, CaseSources, annotated_concepts
 from nnunetv2_text.text.vocabulary import (Concept, Vocabulary, VocabularyError, load_vocabulary, normalize_term,
                                            validate_against_dataset)
 from nnunetv2_text.utils.io import atomic_dataset_folder, atomic_write_json
@@ -258,12 +257,11 @@ def merge_datasets(datasets: Sequence[str], target_id: int, name: str = "Merged"
                 (tmp / sub).rmdir()
         vocabulary = Vocabulary(name, concepts)
         atomic_write_json(tmp / "vocabulary.json", vocabulary.to_dict())
-        atomic_write_json(tmp / SOURCES_FILE, {
-            "format": SOURCES_FORMAT, "version": 1,
-            "sources": {s.key: {"dataset": s.folder.name, "prefix": s.prefix,
-                                "annotated_concepts": annotated_concepts(concepts, s.label_map.values()),
-                                "label_map": {str(k): v for k, v in s.label_map.items()}} for s in sources},
-            "cases": {j["new"]: j["source"] for j in jobs}})
+        atomic_write_json(tmp / SOURCES_FILE, CaseSources(
+            sources={s.key: {"dataset": s.folder.name, "prefix": s.prefix,
+                             "annotated_concepts": annotated_concepts(concepts, s.label_map.values()),
+                             "label_map": {str(k): v for k, v in s.label_map.items()}} for s in sources},
+            cases={j["new"]: j["source"] for j in jobs}).to_dict())
         dataset_json = {"channel_names": channels, "labels": {"background": 0, **value},
                         "numTraining": sum(j["split"] == "Tr" for j in jobs), "file_ending": ending,
                         "name": name, "description": f"merged by nnUNetv2_text_merge from "

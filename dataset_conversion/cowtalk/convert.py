@@ -26,7 +26,7 @@ import SimpleITK as sitk
 
 from nnunetv2_text.run.cli import user_errors_to_exit
 from nnunetv2_text.text.vocabulary import resolve_vocabulary_path
-from nnunetv2_text.utils.io import atomic_write_json
+from nnunetv2_text.utils.io import atomic_write_json, existing_datasets
 
 from .centerline import Geometry
 from .constants import (TOPCOW_TO_CONTIGUOUS, CONTIGUOUS_TO_TOPCOW, DATASET_LABELS, NUM_SHAPE_CHANNELS, SHAPE_CHANNEL_ORDER,
@@ -135,13 +135,6 @@ def _dataset_json(name: str, subjects: Sequence[Subject], n_train: int, modality
             "viewing_direction": "posterior",
         },
     }
-
-
-def existing_datasets(output_root: Path, dataset_id: int) -> List[Path]:
-    """Folders ``DatasetXXX_*`` with this id (nnU-Net refuses two datasets sharing an id)."""
-    if not output_root.is_dir():
-        return []
-    return sorted(p for p in output_root.iterdir() if p.is_dir() and p.name.startswith(f"Dataset{dataset_id:03d}_"))
 
 
 def convert(topcow_folder: Path, dataset_id: int, output_root: Optional[Path] = None, name: str = "CoWTalk",

@@ -16,7 +16,8 @@ import torch
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import logits_to_masks, presence_scores, unknown_flag
-from nnunetv2_text.inference.predictor import DEFAULT_MIN_SIMILARITY, TextPredictor
+from nnunetv2_text.inference.predictor import TextPredictor
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY
 
 ImageLike = Union[str, Path, Sequence[Union[str, Path]], np.ndarray]
 
@@ -69,15 +70,9 @@ class TextSegmenter:
         ``min_similarity`` as ``nnUNetv2_text_predict --on_unknown`` does (warn, empty or error)."""
         p = self.predictor
         prompts = self._check_prompts(prompts)
-        if on_unknown not in ("warn", "empty", "error"):
-            raise UserInputError(f"on_unknown must be warn, empty or error, got '{on_unknown}'")
         emb = p.embed_prompts(prompts)
         understood = p.understand(prompts, emb, min_similarity)
-        unknown = [q for q in prompts if not understood[q]["known"]]
-        if unknown and on_unknown == "error":
-            u = understood[unknown[0]]
-            raise UserInputError(f"prompt '{unknown[0]}' names nothing the model learned: nearest training term "
-                                 f"'{u['term']}' (concept '{u['concept']}') at similarity {u['similarity']:.3f}")
+        blank = p.prompts_to_empty(understood, on_unknown, min_similarity)
         data, props = self._load(image, spacing)
         if data.shape[0] != p.num_input_channels:
             raise UserInputError(f"image has {data.shape[0]} channel(s), the model needs {p.num_input_channels}")
@@ -89,7 +84,7 @@ class TextSegmenter:
                                        return_probabilities)
         out = probs if return_probabilities else masks
         for i, q in enumerate(prompts):
-            if q in unknown and on_unknown == "empty":
+            if q in blank:
                 out[i] = 0
         result = {q: out[i] for i, q in enumerate(prompts)}
         if not return_info:
@@ -97,7 +92,7 @@ class TextSegmenter:
         presence = presence_scores(logits.numpy())
         info = {q: {**{k: understood[q][k] for k in ("concept", "term", "similarity")},
                     "presence": round(float(presence[i]), 4),
-                    "flag": unknown_flag(q not in unknown, on_unknown == "empty")}
+                    "flag": unknown_flag(understood[q]["known"], q in blank)}
                 for i, q in enumerate(prompts)}
         return result, info
 

@@ -30,15 +30,14 @@ from tqdm import tqdm
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
-from nnunetv2_text.inference.predictor import DEFAULT_MIN_SIMILARITY
-from nnunetv2_text.inference.prompt_file import PromptFileError, PromptSpec, unique_slugs
+from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_SIMILARITY, ON_UNKNOWN, PromptFileError, PromptSpec,
+                                                 unique_slugs)
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
 FRAGMENTS = ".manifest"
-ON_UNKNOWN = ("warn", "empty", "error")
 MANIFEST = "manifest.json"
 
 
@@ -133,7 +132,7 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     ``on_unknown`` decides about prompts whose nearest training term is less similar than
     ``min_similarity`` (:meth:`TextPredictor.understand`): ``warn`` writes the mask and flags it in the
     manifest, ``empty`` writes an empty mask and flags it, ``error`` refuses before anything is written."""
-    if on_unknown not in ON_UNKNOWN:
+    if on_unknown not in ON_UNKNOWN:  # before any work
         raise InputError(f"--on_unknown must be one of {', '.join(ON_UNKNOWN)}, got '{on_unknown}'")
     min_similarity = DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity
     if not 0 <= part_id < num_parts:
@@ -152,15 +151,10 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     row = {p: i for i, p in enumerate(all_prompts)}
     understood = predictor.understand(all_prompts, emb_all, min_similarity, cache_file, encoder_device) \
         if all_prompts else {}
-    unknown = [p for p in all_prompts if not understood[p]["known"]]
-    for p in unknown:
-        u = understood[p]
-        msg = (f"prompt '{p}' names nothing the model learned: its nearest training term is '{u['term']}' "
-               f"(concept '{u['concept']}') at similarity {u['similarity']:.3f} < {min_similarity}")
-        if on_unknown == "error":
-            raise PromptFileError(f"{spec.source}: {msg} (--on_unknown error; lower --min_similarity to accept it)")
-        logger.warning("%s; its masks are %s", msg, "written empty" if on_unknown == "empty" else "flagged")
-    blank = set(unknown) if on_unknown == "empty" else set()
+    try:
+        blank = predictor.prompts_to_empty(understood, on_unknown, min_similarity)
+    except UserInputError as e:
+        raise PromptFileError(f"{spec.source}: {e}") from None
 
     output_folder = Path(output_folder)
     (output_folder / FRAGMENTS).mkdir(parents=True, exist_ok=True)

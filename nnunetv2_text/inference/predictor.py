@@ -24,6 +24,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
 from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY, ON_UNKNOWN
 from nnunetv2_text.network import TextNetworkConfig, build_text_network, unwrap_network
 from nnunetv2_text.text.cache import EmbeddingCache
 from nnunetv2_text.text.encoder import TextEncoder
@@ -33,9 +34,6 @@ from nnunetv2_text.utils.laterality import mirror_axes_without
 logger = logging.getLogger(__name__)
 
 CACHE_IN_MODEL = Path("text") / "embeddings.safetensors"
-#: a prompt whose nearest training term is less similar than this (cosine after centring) is "unknown";
-#: chosen from the toy and MNI152 measurements in docs/RESULTS.md
-DEFAULT_MIN_SIMILARITY = 0.3
 
 
 class _PromptHeads:
@@ -55,6 +53,7 @@ class TextPredictor(nnUNetPredictor):
         self.text_entry: Optional[dict] = None
         self.model_folder: Optional[Path] = None
         self._text: Optional[torch.Tensor] = None
+        self._centred_terms: Optional[torch.Tensor] = None
 
     # ------------------------------------------------------------------ loading
     def initialize_from_trained_model_folder(self, model_training_output_dir: str,
@@ -110,6 +109,7 @@ class TextPredictor(nnUNetPredictor):
         self.list_of_parameters = params if params is not None else [network.state_dict()]
         self.network = network
         self.text_entry = text_entry
+        self._centred_terms = None
         self.vocabulary = parse_vocabulary(text_entry["vocabulary"], source=f"{trainer_name} checkpoint")
         self.allowed_mirroring_axes = mirror_axes_without(
             tuple(mirror_axes) if mirror_axes is not None else None, text_entry.get("left_right_axis"))
@@ -158,9 +158,10 @@ class TextPredictor(nnUNetPredictor):
         Returns ``{prompt: {"concept", "term", "similarity", "known"}}``; ``known`` is ``similarity >=
         min_similarity``. Needs only the embeddings, so it runs before any image is read."""
         terms = self.vocabulary.all_terms()
-        term_emb = self.embed_prompts(terms, cache_file, encoder_device)
         center = self.network.prompt_decoder.center_text
-        sims = center(torch.as_tensor(embeddings)) @ center(torch.as_tensor(term_emb)).T  # (P, T)
+        if self._centred_terms is None:  # the vocabulary's terms, read from the cache once per model
+            self._centred_terms = center(torch.as_tensor(self.embed_prompts(terms, cache_file, encoder_device)))
+        sims = center(torch.as_tensor(embeddings)) @ self._centred_terms.T  # (P, T)
         best, rows = sims.max(1)
         out = {}
         for prompt, s, j in zip(prompts, best.tolist(), rows.tolist()):
@@ -168,6 +169,23 @@ class TextPredictor(nnUNetPredictor):
             out[prompt] = {"concept": self.vocabulary.lookup(terms[j]).id, "term": terms[j],
                            "similarity": round(float(s), 4), "known": bool(s >= min_similarity)}
         return out
+
+    @staticmethod
+    def prompts_to_empty(understood: Dict[str, dict], on_unknown: str, min_similarity: float) -> set:
+        """Apply ``on_unknown`` to :meth:`understand`'s answer: ``error`` raises (naming the first unknown
+        prompt and its nearest concept), ``warn`` and ``empty`` log each unknown prompt; returns the prompts
+        whose masks are to be written empty. The one policy behind the command and the Python API."""
+        if on_unknown not in ON_UNKNOWN:
+            raise UserInputError(f"on_unknown must be one of {', '.join(ON_UNKNOWN)}, got '{on_unknown}'")
+        unknown = [p for p, u in understood.items() if not u["known"]]
+        for p in unknown:
+            u = understood[p]
+            msg = (f"prompt '{p}' names nothing the model learned: its nearest training term is '{u['term']}' "
+                   f"(concept '{u['concept']}') at similarity {u['similarity']:.3f} < {min_similarity}")
+            if on_unknown == "error":
+                raise UserInputError(f"{msg} (--on_unknown error; lower --min_similarity to accept it)")
+            logger.warning("%s; its masks are %s", msg, "written empty" if on_unknown == "empty" else "flagged")
+        return set(unknown) if on_unknown == "empty" else set()
 
     def set_prompts(self, embeddings: Union[np.ndarray, torch.Tensor]) -> None:
         """Embeddings (N, dim) of the prompts of the next case(s)."""

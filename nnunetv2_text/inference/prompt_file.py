@@ -19,6 +19,13 @@ from typing import Dict, Iterable, List, Optional
 from nnunetv2_text.errors import UserInputError
 
 
+#: what ``--on_unknown`` may say about a prompt whose nearest training term is not similar enough
+ON_UNKNOWN = ("warn", "empty", "error")
+#: a prompt whose nearest training term is less similar than this (cosine after centring) is "unknown";
+#: chosen from the toy measurement in docs/RESULTS.md
+DEFAULT_MIN_SIMILARITY = 0.3
+
+
 class PromptFileError(UserInputError):
     """A prompt or instruction file is unreadable or names cases or prompts that do not fit."""
 

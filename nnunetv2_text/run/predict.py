@@ -16,6 +16,7 @@ import logging
 import sys
 
 from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY, ON_UNKNOWN
 from nnunetv2_text.run.cli import user_errors_to_exit
 
 PROG = "nnUNetv2_text_predict"
@@ -56,13 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable_progress_bar", action="store_true", help="no tqdm progress bars")
     p.add_argument("--not_on_device", action="store_true",
                    help="keep the sliding-window aggregation in CPU memory (large images on small GPUs)")
-    p.add_argument("--on_unknown", choices=("warn", "empty", "error"), default="warn",
+    p.add_argument("--on_unknown", choices=ON_UNKNOWN, default="warn",
                    help="a prompt whose nearest training term is less similar than --min_similarity: warn "
                         "(write the mask, flag it in the manifest), empty (write an empty mask, flagged) or "
                         "error (refuse before writing anything). Default: warn")
     p.add_argument("--min_similarity", type=float, default=None,
                    help="cosine similarity (after centring) below which a prompt is unknown "
-                        "(default: 0.3, chosen in docs/RESULTS.md)")
+                        f"(default: {DEFAULT_MIN_SIMILARITY}, chosen in docs/RESULTS.md)")
     p.add_argument("--prompt_batch_size", type=int, default=16, help="prompts decoded together per tile")
     p.add_argument("--cache", default=None, help="embedding cache (default: the model folder's text/ cache)")
     p.add_argument("--text_device", default="cpu", help="device for encoding prompts missing from the cache")

@@ -70,8 +70,10 @@ def is_temporary(path: PathLike) -> bool:
 
 
 def existing_datasets(raw_root: PathLike, dataset_id: int) -> list:
-    """Every ``DatasetXXX_*`` folder of this id under ``raw_root`` (temporary build folders excluded)."""
-    return sorted(p for p in Path(raw_root).glob(f"Dataset{dataset_id:03d}_*") if TMP_MARKER not in p.name)
+    """Every ``DatasetXXX_*`` folder of this id under ``raw_root`` (nnU-Net refuses two datasets sharing an
+    id; temporary build folders excluded)."""
+    return sorted(p for p in Path(raw_root).glob(f"Dataset{dataset_id:03d}_*")
+                  if p.is_dir() and TMP_MARKER not in p.name)
 
 
 @contextlib.contextmanager
