@@ -38,6 +38,7 @@ from nnunetv2_text.text.sources import SOURCES_FILE, CaseSources, annotated_conc
 from nnunetv2_text.text.vocabulary import (Concept, Vocabulary, VocabularyError, load_vocabulary, normalize_term,
                                            validate_against_dataset)
 from nnunetv2_text.utils.io import atomic_dataset_folder, atomic_write_json
+from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY, canonical_reader
 
 logger = logging.getLogger(__name__)
 
@@ -266,9 +267,8 @@ def merge_datasets(datasets: Sequence[str], target_id: int, name: str = "Merged"
                         "numTraining": sum(j["split"] == "Tr" for j in jobs), "file_ending": ending,
                         "name": name, "description": f"merged by nnUNetv2_text_merge from "
                                                      f"{', '.join(s.folder.name for s in sources)}"}
-        reader = sources[0].dataset_json.get("overwrite_image_reader_writer")
-        if reader:
-            dataset_json["overwrite_image_reader_writer"] = reader
+        # text models read every source in the canonical orientation, however each stores its images
+        dataset_json[READER_KEY] = canonical_reader(sources[0].dataset_json) or DEFAULT_CANONICAL_READER
         atomic_write_json(tmp / "dataset.json", dataset_json)
     final = raw_root / f"Dataset{target_id:03d}_{name}"
     logger.info("wrote %s: %d cases from %d sources", final, len(jobs), len(sources))

@@ -29,6 +29,7 @@ from scipy import ndimage
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.run.cli import user_errors_to_exit
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
+from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def build_mni152_dataset(out_root: PathLike, dataset_id: int, n_subjects: int = 
             "labels": LABELS,
             "numTraining": n_subjects,
             "file_ending": ".nii.gz",
+            READER_KEY: DEFAULT_CANONICAL_READER,
             "vocabulary": "mni152",
             "name": DATASET_NAME,
             "description": "Deformed, intensity-varied copies of the MNI152 2009a symmetric template (nilearn).",

@@ -139,7 +139,8 @@ def test_prepare_and_load_dataset_text(tmp_path, minilm):
     raw, pre = tmp_path / "raw" / "Dataset001_K", tmp_path / "pre" / "Dataset001_K"
     raw.mkdir(parents=True)
     (raw / "dataset.json").write_text(json.dumps({"labels": LABELS, "channel_names": {"0": "CT"},
-                                                  "file_ending": ".nii.gz", "numTraining": 1}))
+                                                  "file_ending": ".nii.gz", "numTraining": 1,
+                                                  "overwrite_image_reader_writer": "SimpleITKIOWithReorient"}))
     (raw / "vocabulary.json").write_text(json.dumps(vocab(*KIDNEYS)))
     s = prepare_dataset_text(raw, pre, minilm)
     foreign = json.loads((pre / "text" / "foreign_prompts.json").read_text())["prompts"]

@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from nnunetv2_text.run.cli import user_errors_to_exit
 from nnunetv2_text.text.vocabulary import resolve_vocabulary_path
 from nnunetv2_text.utils.io import atomic_write_json, existing_datasets
+from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 
 from .centerline import Geometry
 from .constants import (TOPCOW_TO_CONTIGUOUS, CONTIGUOUS_TO_TOPCOW, DATASET_LABELS, NUM_SHAPE_CHANNELS, SHAPE_CHANNEL_ORDER,
@@ -122,6 +123,7 @@ def _dataset_json(name: str, subjects: Sequence[Subject], n_train: int, modality
         "labels": dict(DATASET_LABELS),
         "numTraining": n_train,
         "file_ending": FILE_ENDING,
+        READER_KEY: DEFAULT_CANONICAL_READER,
         "cowtalk": {
             "shape_channels": {str(first + k): t for k, t in enumerate(SHAPE_CHANNEL_ORDER)},
             "label_mapping": {str(k): v for k, v in CONTIGUOUS_TO_TOPCOW.items()},

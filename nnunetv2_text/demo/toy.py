@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
+from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 
 LABELS = {"background": 0, "ball": 1, "box": 2, "rod": 3}
 #: training cases of the demo and the tests: with 24 (19 after the validation split) the 600-step model
@@ -90,7 +91,7 @@ def write_toy_dataset(raw_root: Path, dataset_id: int = 990, name: str = "TextTo
         _write(seg, folder / lab / f"{case}.nii.gz", sp, dr, origin)
     atomic_write_json(folder / "dataset.json", {
         "channel_names": {"0": "CT"}, "labels": LABELS, "numTraining": num_cases,
-        "file_ending": ".nii.gz", "name": name, "vocabulary": "toy_shapes",
+        "file_ending": ".nii.gz", "name": name, "vocabulary": "toy_shapes", READER_KEY: DEFAULT_CANONICAL_READER,
         "description": "nnunetv2_text toy: ball, box and rod told apart only by the prompt"})
     return folder
 

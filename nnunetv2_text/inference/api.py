@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.inference.export import logits_to_masks, presence_scores, unknown_flag
+from nnunetv2_text.inference.export import answer_prompts, logits_to_masks, presence_scores, prompt_record
+from nnunetv2_text.inference.positions import candidate_concepts, position_relation
 from nnunetv2_text.inference.predictor import TextPredictor
 from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY
+from nnunetv2_text.utils.orientation import to_storage_layout
 
 ImageLike = Union[str, Path, Sequence[Union[str, Path]], np.ndarray]
 
@@ -40,7 +42,10 @@ class TextSegmenter:
             data = image.astype(np.float32)
             if data.ndim == 3:
                 data = data[None]
-            return data, {"spacing": [float(s) for s in spacing]}
+            sp = [float(s) for s in spacing]
+            # a plain array has no header: identity direction, so position prompts still have a geometry
+            return data, {"spacing": sp, "sitk_stuff": {"spacing": sp[::-1], "origin": (0.0, 0.0, 0.0),
+                                                         "direction": (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)}}
         files = [str(image)] if isinstance(image, (str, Path)) else [str(f) for f in image]
         for f in files:
             if not Path(f).is_file():
@@ -65,14 +70,28 @@ class TextSegmenter:
                 on_unknown: str = "warn", min_similarity: float = DEFAULT_MIN_SIMILARITY):
         """{prompt: uint8 mask in the input's array layout} (or float16 probabilities).
 
-        With ``return_info`` also ``{prompt: {"concept", "term", "similarity", "presence", "flag"}}``, the
-        manifest's record of what each prompt was understood as. ``on_unknown`` acts on prompts below
-        ``min_similarity`` as ``nnUNetv2_text_predict --on_unknown`` does (warn, empty or error)."""
+        A file is read with the model's reader (reoriented if the model is) and its masks are returned in
+        the file's own voxel layout, as ``sitk.GetArrayFromImage`` gives it. An array is taken as stored
+        (z, y, x) with an identity direction, so position prompts take its last axis as the patient's
+        right-to-left. Position prompts ("the largest structure", :mod:`.positions`) work as in
+        ``nnUNetv2_text_predict``.
+
+        With ``return_info`` also ``{prompt: {...}}``, the manifest's record of each prompt (what it was
+        understood as, presence, flag, and for a position prompt how its concept was chosen).
+        ``on_unknown`` acts on prompts below ``min_similarity`` as ``nnUNetv2_text_predict --on_unknown``
+        does (warn, empty or error)."""
         p = self.predictor
         prompts = self._check_prompts(prompts)
-        emb = p.embed_prompts(prompts)
-        understood = p.understand(prompts, emb, min_similarity)
-        blank = p.prompts_to_empty(understood, on_unknown, min_similarity)
+        positions = {q: r for q in prompts if (r := position_relation(q)) is not None}
+        candidates = candidate_concepts(p.vocabulary) if positions else []
+        if positions and len(candidates) < 2:
+            raise UserInputError(f"prompt '{next(iter(positions))}' chooses among the model's single-label "
+                                 f"concepts, and it has {len(candidates)}")
+        network_prompts = list(dict.fromkeys([q for q in prompts if q not in positions] + [m for _, m in candidates]))
+        emb = p.embed_prompts(network_prompts)
+        understood = p.understand(network_prompts, emb, min_similarity)
+        blank = p.prompts_to_empty({q: understood[q] for q in prompts if q in understood}, on_unknown,
+                                   min_similarity)
         data, props = self._load(image, spacing)
         if data.shape[0] != p.num_input_channels:
             raise UserInputError(f"image has {data.shape[0]} channel(s), the model needs {p.num_input_channels}")
@@ -82,19 +101,23 @@ class TextSegmenter:
         logits = p.predict_case_logits(torch.from_numpy(data).float(), emb)
         masks, probs = logits_to_masks(logits, props, p.plans_manager, p.configuration_manager,
                                        return_probabilities)
-        out = probs if return_probabilities else masks
-        for i, q in enumerate(prompts):
-            if q in blank:
-                out[i] = 0
-        result = {q: out[i] for i, q in enumerate(prompts)}
-        if not return_info:
-            return result
+        answers = answer_prompts(masks, network_prompts, prompts, props, positions, candidates)
+        values = probs if return_probabilities else masks
         presence = presence_scores(logits.numpy())
-        info = {q: {**{k: understood[q][k] for k in ("concept", "term", "similarity")},
-                    "presence": round(float(presence[i]), 4),
-                    "flag": unknown_flag(understood[q]["known"], q in blank)}
-                for i, q in enumerate(prompts)}
-        return result, info
+        result, info = {}, {}
+        voxel_ml = float(np.prod(props["spacing"])) / 1000.0
+        for q in prompts:
+            i, why = answers[q]
+            empty = i is None or q in blank
+            out = np.zeros(values.shape[1:], values.dtype) if empty else values[i]
+            result[q] = to_storage_layout(out, props)
+            if return_info:
+                voxels = 0 if empty else int(masks[i].sum())
+                rec = prompt_record(q, voxels, voxel_ml, 0.0 if i is None else float(presence[i]),
+                                    understood.get(q), q in blank, why)
+                info[q] = {**(rec["understood"] or {}), **{k: rec[k] for k in ("presence", "flag", "voxels")},
+                           **({"position": why} if why is not None else {})}
+        return (result, info) if return_info else result
 
 
 def predict(image: ImageLike, prompts: Sequence[str], model_folder: Union[str, Path], **kwargs

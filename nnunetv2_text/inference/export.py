@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
+from nnunetv2_text.inference.positions import choose
 from nnunetv2_text.utils.io import atomic_path
+from nnunetv2_text.utils.orientation import world_summary
 
 
 def logits_to_masks(logits, properties: dict, plans_manager, configuration_manager,
@@ -51,35 +53,80 @@ def unknown_flag(known: bool, emptied: bool) -> Optional[str]:
     return None if known else ("unknown_prompt_emptied" if emptied else "unknown_prompt")
 
 
+def answer_prompts(masks: np.ndarray, network_prompts: Sequence[str], prompts: Sequence[str],
+                   properties: dict, positions: Optional[Dict[str, str]] = None,
+                   candidates: Sequence[Tuple[str, str]] = ()) -> Dict[str, Tuple[Optional[int], Optional[dict]]]:
+    """For each output prompt, the row of ``masks`` that answers it (None: an empty mask) and, for a
+    position prompt, the record of how its concept was chosen (:mod:`.positions`).
+
+    ``masks`` are the network prompts' masks in the reader's array order (``properties`` places them in
+    the world); ``positions`` maps position prompts to their relation; ``candidates`` are the
+    (concept, main term) pairs they choose among, whose main terms are among ``network_prompts``."""
+    row = {p: i for i, p in enumerate(network_prompts)}
+    positions = positions or {}
+    summaries = {}
+    if positions:
+        for concept, main in candidates:
+            m = masks[row[main]]
+            summaries[concept] = {"voxels": int(m.sum()), **world_summary(m, properties)}
+    main_of = dict(candidates)
+    out = {}
+    for prompt in prompts:
+        if prompt in positions:
+            chosen, why = choose(positions[prompt], summaries)
+            out[prompt] = (None if chosen is None else row[main_of[chosen]], why)
+        else:
+            out[prompt] = (row[prompt], None)
+    return out
+
+
+def prompt_record(prompt: str, voxels: int, voxel_ml: float, presence: float, info: Optional[dict],
+                  blanked: bool, why: Optional[dict]) -> dict:
+    """The manifest's (and the Python API's) account of one prompt's answer."""
+    if why is not None:  # a position prompt: what it was understood as is the relation and its choice
+        return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml, 4), "presence": round(presence, 4),
+                "understood": {"relation": why["relation"], "concept": why["chosen"]}, "position": why,
+                "flag": why["flag"]}
+    return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml, 4), "presence": round(presence, 4),
+            "understood": None if info is None else {k: info[k] for k in ("concept", "term", "similarity")},
+            "flag": None if info is None else unknown_flag(info["known"], blanked)}
+
+
 def export_case(logits: np.ndarray, properties: dict, plans_manager, configuration_manager,
                 output_folder: str, case_id: str, prompts: List[str], slugs: Dict[str, str], file_ending: str,
                 save_probabilities: bool = False, understood: Optional[Dict[str, dict]] = None,
-                blank: Sequence[str] = ()) -> dict:
+                blank: Sequence[str] = (), network_prompts: Optional[Sequence[str]] = None,
+                positions: Optional[Dict[str, str]] = None, candidates: Sequence[Tuple[str, str]] = ()) -> dict:
     """Write one mask per prompt (atomically) and return the case's manifest entry.
 
     ``understood``: :meth:`TextPredictor.understand`'s answer per prompt, recorded with its mask;
-    ``blank``: prompts written as empty masks (unknown prompts with ``--on_unknown empty``)."""
+    ``blank``: prompts written as empty masks (unknown prompts with ``--on_unknown empty``);
+    ``network_prompts``: what the logits' rows are (default ``prompts``), for position prompts
+    (``positions``, answered from the ``candidates``' masks, see :func:`answer_prompts`)."""
+    network_prompts = list(prompts if network_prompts is None else network_prompts)
     masks, probs = logits_to_masks(logits, properties, plans_manager, configuration_manager, save_probabilities)
     presence = presence_scores(logits)
+    answers = answer_prompts(masks, network_prompts, prompts, properties, positions, candidates)
     rw = plans_manager.image_reader_writer_class()
     voxel_ml = float(np.prod(properties["spacing"])) / 1000.0  # spacing in mm
     entry = {}
-    for i, prompt in enumerate(prompts):
-        if prompt in blank:
-            masks[i] = 0
+    for prompt in prompts:
+        i, why = answers[prompt]
+        blanked = prompt in blank
+        mask = masks[i] if i is not None and not blanked else np.zeros(masks.shape[1:], masks.dtype)
         name = f"{case_id}_{slugs[prompt]}{file_ending}"
         with atomic_path(os.path.join(output_folder, name)) as tmp:
-            rw.write_seg(masks[i], tmp, properties)
-        info = (understood or {}).get(prompt)
-        rec = {"file": name, "voxels": int(masks[i].sum()), "volume_ml": round(int(masks[i].sum()) * voxel_ml, 4),
-               "presence": round(float(presence[i]), 4), "probabilities": None,
-               "understood": None if info is None else {k: info[k] for k in ("concept", "term", "similarity")},
-               "flag": None if info is None else unknown_flag(info["known"], prompt in blank)}
+            rw.write_seg(mask, tmp, properties)
+        rec = {"file": name, **prompt_record(prompt, int(mask.sum()), voxel_ml,
+                                              0.0 if i is None else float(presence[i]),
+                                              (understood or {}).get(prompt), blanked, why),
+               "probabilities": None}
         if probs is not None:
             pname = f"{case_id}_{slugs[prompt]}.npz"
+            prob = probs[i] if i is not None and not blanked else np.zeros(probs.shape[1:], probs.dtype)
             with atomic_path(os.path.join(output_folder, pname)) as tmp:
                 with open(tmp, "wb") as f:
-                    np.savez_compressed(f, probabilities=probs[i])
+                    np.savez_compressed(f, probabilities=prob)
             rec["probabilities"] = pname
         entry[prompt] = rec
     return entry

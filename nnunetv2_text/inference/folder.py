@@ -30,10 +30,12 @@ from tqdm import tqdm
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
+from nnunetv2_text.inference.positions import candidate_concepts, position_relation
 from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_SIMILARITY, ON_UNKNOWN, PromptFileError, PromptSpec,
                                                  unique_slugs)
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
+from nnunetv2_text.utils.orientation import check_direction, orientation_code
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +47,15 @@ class InputError(UserInputError):
     """An input image folder or case is unusable; the message names the case and file."""
 
 
-def list_input_cases(input_folder: Path, file_ending: str, num_channels: int) -> Dict[str, List[str]]:
-    """case id -> its channel files; an error names a case whose channel count is wrong."""
+def list_input_cases(input_folder: Path, file_ending: str, num_channels: int,
+                     orientations_out: Optional[Dict[str, Optional[str]]] = None) -> Dict[str, List[str]]:
+    """case id -> its channel files; an error names a case whose channel count or header is wrong.
+    ``orientations_out`` receives each case's storage orientation."""
     input_folder = Path(input_folder)
     if not input_folder.is_dir():
         raise InputError(f"{input_folder}: input folder not found")
     lists = create_lists_from_splitted_dataset_folder(str(input_folder), file_ending)
-    cases = {}
+    cases, orientations = {}, {}
     for files in lists:
         case = os.path.basename(files[0])[: -(len(file_ending) + 5)]
         if len(files) != num_channels:
@@ -61,24 +65,27 @@ def list_input_cases(input_folder: Path, file_ending: str, num_channels: int) ->
         if sorted(os.path.abspath(f) for f in files) != sorted(os.path.abspath(f) for f in expected):
             raise InputError(f"{input_folder}: case '{case}' needs channels _0000.._{num_channels - 1:04d}, has "
                              f"{[os.path.basename(f) for f in files]}")
-        check_case_images(case, sorted(files))
+        orientations[case] = check_case_images(case, sorted(files))
         cases[case] = sorted(files)
     if not cases:
         raise InputError(f"{input_folder}: no images ending in {file_ending}")
+    if orientations_out is not None:
+        orientations_out.update(orientations)
     return cases
 
 
-def check_case_images(case: str, files: List[str]) -> None:
+def check_case_images(case: str, files: List[str]) -> Optional[str]:
     """Read the image headers of one case and stop on what nnU-Net would only fail on deep in a worker
-    process (a 4D series ends as "background workers died"): every channel must be a 3D image, and all
-    channels must share size, spacing, origin and direction. Formats SimpleITK cannot read are left to
-    the dataset's own reader."""
+    process (a 4D series ends as "background workers died"): every channel must be a 3D image whose
+    direction matrix is orthonormal, and all channels must share size, spacing, origin and direction.
+    Returns the case's storage orientation ('LPS', 'RAS', ...). Formats SimpleITK cannot read are left to
+    the dataset's own reader (None)."""
     geoms = []
     for f in files:
         try:
             g = read_geometry(f)
         except UserInputError:
-            return
+            return None
         if g.dimension == 4 and g.size[3] == 1:  # a 3D volume stored with a trailing singleton axis is fine
             g = Geometry(g.size[:3], g.spacing[:3], g.origin[:3],
                          tuple(np.reshape(g.direction, (4, 4))[:3, :3].ravel()))
@@ -86,12 +93,32 @@ def check_case_images(case: str, files: List[str]) -> None:
             raise InputError(f"case '{case}': {os.path.basename(f)} is a {g.dimension}D image of size {g.size}; "
                              f"a 3D image is expected (split a 4D series into one file per channel: "
                              f"{case}_0000, {case}_0001, ...)")
+        check_direction(g.direction, f"case '{case}': {os.path.basename(f)}")
         geoms.append((os.path.basename(f), g))
     for name, g in geoms[1:]:
         diff = g.mismatch(geoms[0][1], tol_mm=1e-4)
         if diff is not None:
             raise InputError(f"case '{case}': channel {name} differs from {geoms[0][0]} in {diff}; all channels "
                              f"of a case must share one geometry")
+    return orientation_code(geoms[0][1].direction)
+
+
+def warn_about_orientation(predictor, orientations: Dict[str, Optional[str]]) -> None:
+    """A model that reads images in storage order (trained before canonical orientation) confuses left and
+    right on inputs stored differently from its training data: say so for each such case."""
+    if predictor.canonical_reader is not None:
+        return
+    trained = set(predictor.text_entry.get("orientation", {}).get("training") or ())
+    if not trained:
+        logger.warning("this model reads images in storage order and its checkpoint does not say how its training "
+                       "images were stored: left and right are only right for inputs stored the same way "
+                       "(inputs here: %s)", sorted({o for o in orientations.values() if o}))
+        return
+    for case, o in orientations.items():
+        if o is not None and o not in trained:
+            logger.warning("case '%s' is stored %s, the model's training images were stored %s and it reads "
+                           "images in storage order: its left and right may be swapped", case, o,
+                           "/".join(sorted(trained)))
 
 
 @contextmanager
@@ -138,12 +165,24 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     if not 0 <= part_id < num_parts:
         raise InputError(f"part_id must be in [0, {num_parts - 1}], got {part_id}")
     ending = predictor.dataset_json["file_ending"]
-    cases = list_input_cases(Path(input_folder), ending, predictor.num_input_channels)
+    orientations: Dict[str, Optional[str]] = {}
+    cases = list_input_cases(Path(input_folder), ending, predictor.num_input_channels, orientations)
     spec.check_cases(cases)
+    warn_about_orientation(predictor, orientations)
     mine = list(cases)[part_id::num_parts]
 
     prompts_of = {c: spec.prompts_for(c) for c in mine}
-    all_prompts = list(dict.fromkeys(p for ps in prompts_of.values() for p in ps))
+    positions = {p: r for p in dict.fromkeys(p for ps in prompts_of.values() for p in ps)
+                 if (r := position_relation(p)) is not None}
+    candidates = candidate_concepts(predictor.vocabulary) if positions else []
+    if positions and len(candidates) < 2:
+        raise PromptFileError(f"{spec.source}: prompt '{next(iter(positions))}' chooses among the model's "
+                              f"single-label concepts, and it has {len(candidates)}")
+    # a case with a position prompt also runs every candidate concept's main term (not written unless asked)
+    network_of = {c: list(dict.fromkeys([p for p in ps if p not in positions]
+                                        + ([m for _, m in candidates] if set(ps) & set(positions) else [])))
+                  for c, ps in prompts_of.items()}
+    all_prompts = list(dict.fromkeys(p for ps in network_of.values() for p in ps))
     try:
         emb_all = predictor.embed_prompts(all_prompts, cache_file, encoder_device) if all_prompts else None
     except UserInputError as e:
@@ -167,13 +206,15 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     if todo:
         for c in todo:
             _remove_leftovers(output_folder, c)
-        _run(predictor, cases, todo, prompts_of, emb_all, row, output_folder, ending, save_probabilities,
-             num_processes_preprocessing, num_processes_export, understood, blank)
+        _run(predictor, cases, todo, prompts_of, network_of, emb_all, row, output_folder, ending,
+             save_probabilities, num_processes_preprocessing, num_processes_export, understood, blank, positions,
+             candidates)
     return rebuild_manifest(output_folder, model_info, ending)
 
 
-def _run(predictor, cases, todo, prompts_of, emb_all, row, output_folder: Path, ending: str,
-         save_probabilities: bool, npp: int, nps: int, understood: Dict[str, dict], blank: set) -> None:
+def _run(predictor, cases, todo, prompts_of, network_of, emb_all, row, output_folder: Path, ending: str,
+         save_probabilities: bool, npp: int, nps: int, understood: Dict[str, dict], blank: set,
+         positions: Dict[str, str], candidates: list) -> None:
     iterator = preprocessing_iterator_fromfiles(
         [cases[c] for c in todo], None, [str(output_folder / c) for c in todo], predictor.plans_manager,
         predictor.dataset_json, predictor.configuration_manager, max(1, npp), predictor.device.type == "cuda", False)
@@ -185,13 +226,14 @@ def _run(predictor, cases, todo, prompts_of, emb_all, row, output_folder: Path, 
             if isinstance(data, str):  # nnU-Net hands large arrays over as .npy files
                 path, data = data, np.load(data)
                 os.remove(path)
-            prompts = prompts_of[case]
-            logits = predictor.predict_case_logits(data, emb_all[[row[p] for p in prompts]]).numpy()
+            prompts, network_prompts = prompts_of[case], network_of[case]
+            logits = predictor.predict_case_logits(data, emb_all[[row[p] for p in network_prompts]]).numpy()
             slugs = unique_slugs(prompts)
             pending.append((case, pool.apply_async(export_case, (
                 logits, item["data_properties"], predictor.plans_manager, predictor.configuration_manager,
                 str(output_folder), case, prompts, slugs, ending, save_probabilities,
-                {p: understood[p] for p in prompts}, [p for p in prompts if p in blank]))))
+                {p: understood[p] for p in prompts if p in understood}, [p for p in prompts if p in blank],
+                network_prompts, {p: positions[p] for p in prompts if p in positions}, candidates))))
             _collect(pending, output_folder, max_pending=2)  # bounded, like nnU-Net's export queue
         _collect(pending, output_folder, max_pending=0)
 

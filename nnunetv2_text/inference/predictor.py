@@ -30,6 +30,7 @@ from nnunetv2_text.text.cache import EmbeddingCache
 from nnunetv2_text.text.encoder import TextEncoder
 from nnunetv2_text.text.vocabulary import parse_vocabulary
 from nnunetv2_text.utils.laterality import mirror_axes_without
+from nnunetv2_text.utils.orientation import canonical_reader
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,11 @@ class TextPredictor(nnUNetPredictor):
         self.allowed_mirroring_axes = mirror_axes_without(
             tuple(mirror_axes) if mirror_axes is not None else None, text_entry.get("left_right_axis"))
         self.label_manager = _PromptHeads(0)
+
+    @property
+    def canonical_reader(self) -> Optional[str]:
+        """The reorienting reader the model's plans read with (None: storage order, an older model)."""
+        return canonical_reader(self.dataset_json, self.plans_manager.plans)
 
     @property
     def num_input_channels(self) -> int:

@@ -31,6 +31,7 @@ from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
 from nnunetv2_text.text.vocabulary import (Vocabulary, VocabularyError, load_vocabulary, parse_vocabulary,
                                            resolve_vocabulary_path, validate_against_dataset)
 from nnunetv2_text.utils.io import atomic_write_json
+from nnunetv2_text.utils.orientation import require_canonical_orientation
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
     if not ds_file.is_file():
         ds_file = raw_dataset_folder / "dataset.json"
     dataset_json = json.loads(ds_file.read_text(encoding="utf-8"))
+    # before anything is embedded: a dataset read in storage order has to be preprocessed again
+    require_canonical_orientation(dataset_json, raw_dataset_folder.name)
     src = find_source_vocabulary(raw_dataset_folder, dataset_json, vocab)
     vocabulary = load_vocabulary(src, dataset_labels=dataset_json["labels"])
     validate_against_dataset(vocabulary, dataset_json["labels"])

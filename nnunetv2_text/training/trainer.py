@@ -17,6 +17,7 @@ Tunables are class attributes, so a variant is a three-line subclass (see :mod:`
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import os
 import shutil
 import types
@@ -25,6 +26,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
@@ -39,6 +41,7 @@ from nnunetv2_text.text.dataset_text import DatasetText, load_dataset_text, text
 from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
 from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
 from nnunetv2_text.utils.laterality import left_right_axis_from_properties, mirror_axes_without
+from nnunetv2_text.utils.orientation import properties_orientation, require_canonical_orientation
 
 CHECKPOINT_TEXT_KEY = "text"
 
@@ -94,6 +97,9 @@ class TextFusionTrainer(nnUNetTrainer):
     use_partial_labels: bool = True
     #: at most this many concepts are scored per validation batch (online pseudo Dice)
     max_val_prompts: int = 8
+    #: stop unless dataset.json names a reorienting reader (left and right are the patient's, see
+    #: utils/orientation.py)
+    canonical_orientation: bool = True
     # --- optimisation ---------------------------------------------------------------------------------
     #: AdamW, not nnU-Net's SGD (momentum 0.99): with SGD the text network failed to overfit even one toy
     #: image (figures in docs/RESULTS.md)
@@ -113,6 +119,7 @@ class TextFusionTrainer(nnUNetTrainer):
         self.text_config: Optional[TextNetworkConfig] = None
         self.sources = None  # a merged dataset's partial-label record (set in initialize)
         self._left_right_axis: Optional[int] = None
+        self._orientation: Optional[dict] = None
 
     # ------------------------------------------------------------------ setup
     def load_text(self) -> DatasetText:
@@ -121,6 +128,9 @@ class TextFusionTrainer(nnUNetTrainer):
 
     def initialize(self):
         if not self.was_initialized:
+            if self.canonical_orientation:
+                require_canonical_orientation(self.dataset_json, self.plans_manager.dataset_name,
+                                              self.plans_manager.plans)
             self.text = self.load_text()
             self.text_config = TextNetworkConfig(text_dim=self.text.dim, **self.network_config_overrides())
             self.print_to_log_file(f"text: encoder {self.text.model_id} (dim {self.text.dim}), "
@@ -290,6 +300,17 @@ class TextFusionTrainer(nnUNetTrainer):
             sums.append(acc[self.val_concepts].cpu().numpy())
         return {"loss": loss.detach().cpu().numpy(), "tp_hard": sums[0], "fp_hard": sums[1], "fn_hard": sums[2]}
 
+    def orientation_entry(self) -> dict:
+        """How the training images were read and stored, so the predictor can tell which inputs differ."""
+        if self._orientation is None:
+            folder = Path(self.preprocessed_dataset_folder)
+            codes = Counter()
+            for f in sorted(folder.glob("*.pkl")):  # nnU-Net's own per-case properties
+                codes[properties_orientation(load_pickle(str(f)))] += 1
+            self._orientation = {"reader": self.plans_manager.plans.get("image_reader_writer"),
+                                 "training": {str(k): v for k, v in sorted(codes.items(), key=str)}}
+        return self._orientation
+
     def get_tr_and_val_datasets(self):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
         check_cases_have_foreground(self.preprocessed_dataset_folder, list(dataset_tr.identifiers))
@@ -319,7 +340,7 @@ class TextFusionTrainer(nnUNetTrainer):
         return {"network_config": self.text_config.to_dict(), "model_id": self.text.model_id,
                 "instruction": self.text.instruction, "embedding_dim": self.text.dim,
                 "vocabulary": self.text.vocabulary.to_dict(), "vocabulary_sha256": self.text.vocabulary.sha256(),
-                "left_right_axis": self.left_right_axis()}
+                "left_right_axis": self.left_right_axis(), "orientation": self.orientation_entry()}
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, then a ``text`` entry (config, encoder id, dim, vocabulary and its hash).
