@@ -17,6 +17,7 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIOWithReorient
 
 from conftest import CASE_A, CASE_B, predict_args, run_cli
 from nnunetv2_text.evaluation.metrics import dice
+from nnunetv2_text.inference.api import TextSegmenter
 from nnunetv2_text.inference.folder import check_case_images
 from nnunetv2_text.inference.positions import FLAG_TOO_FEW, choose, position_relation
 from nnunetv2_text.text.dataset_text import prepare_dataset_text
@@ -179,6 +180,7 @@ def test_flipped_storage_gives_the_same_world_answer(toy_dataset, trained_model,
     out = tmp_path / "out"
     run_cli(predict_args(toy_dataset, trained_model, inp, out, prompts), nnunet_env)
     manifest = json.loads((out / "manifest.json").read_text())["cases"]
+    segmenter = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
     for case, ref_img in originals.items():
         for prompt, rec in manifest[case].items():
             ref = sitk.ReadImage(str(out / rec["file"]))
@@ -195,6 +197,13 @@ def test_flipped_storage_gives_the_same_world_answer(toy_dataset, trained_model,
         rec = manifest[case]["the left-most structure"]
         assert rec["understood"] == {"relation": "left", "concept": rec["position"]["chosen"]}
         assert len(rec["position"]["candidates"]) >= 2 and rec["flag"] is None
+        # the Python API returns each file's masks in that file's own voxel layout, as the command writes them
+        api_masks, info = segmenter.predict(inp / f"{case}xpermuted_0000.nii.gz", ["ball", "the largest structure"],
+                                            return_info=True)
+        for prompt in ("ball", "the largest structure"):
+            written = sitk.GetArrayFromImage(sitk.ReadImage(str(out / manifest[f"{case}xpermuted"][prompt]["file"])))
+            np.testing.assert_array_equal(api_masks[prompt], written)
+        assert info["the largest structure"]["concept"] == manifest[case]["the largest structure"]["position"]["chosen"]
         for prompt, relation in (("the left-most structure", "left"), ("the right-most structure", "right"),
                                  ("the largest structure", "largest")):
             truth = _reference_choice(toy_dataset["raw"] / "labelsTs" / f"{case}.nii.gz", relation)

@@ -144,9 +144,12 @@ def to_storage_layout(array: np.ndarray, properties: dict) -> np.ndarray:
     sitk_stuff = properties.get("sitk_stuff") or {}
     original = sitk_stuff.get("original_orientation")
     if original is not None:
-        img = sitk.GetImageFromArray(np.ascontiguousarray(array))
+        dtype = array.dtype
+        # SimpleITK has no float16 (saved probabilities); the reorientation only moves voxels, so a
+        # round trip through float32 is exact
+        img = sitk.GetImageFromArray(np.ascontiguousarray(array, np.float32 if dtype == np.float16 else None))
         img.SetDirection(sitk_stuff["direction"])
-        return sitk.GetArrayFromImage(sitk.DICOMOrient(img, original))
+        return sitk.GetArrayFromImage(sitk.DICOMOrient(img, original)).astype(dtype, copy=False)
     nib = properties.get("nibabel_stuff") or {}
     if "reoriented_affine" in nib:
         import nibabel
