@@ -34,7 +34,8 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # voxtell (test only): the equivalence tests compare against VoxTell's own model and predictor
+    extras_require={"test": ["pytest>=7", "voxtell==0.1.2", "positional-encodings>=6.0.1"]},
     entry_points={
         "console_scripts": [
             "nnUNetv2_text_env=nnunetv2_text.run.env:main",
@@ -45,6 +46,7 @@ setup(
             "nnUNetv2_text_convert_cowtalk=dataset_conversion.cowtalk.convert:main",
             "nnUNetv2_text_convert_mni152=dataset_conversion.mni152:main",
             "nnUNetv2_text_merge=dataset_conversion.merge:main",
+            "nnUNetv2_text_import_voxtell=nnunetv2_text.run.import_voxtell:main",
         ]
     },
 )

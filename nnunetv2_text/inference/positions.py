@@ -66,6 +66,8 @@ def position_relation(prompt: str) -> Optional[str]:
 
 def candidate_concepts(vocabulary) -> List[Tuple[str, str]]:
     """(concept id, main term) of the concepts a position prompt chooses among: the single-label ones."""
+    if vocabulary is None:  # an open-vocabulary import: no concepts to choose among
+        return []
     return [(c.id, c.main) for c in vocabulary.concepts if len(c.labels) == 1]
 
 

@@ -24,6 +24,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
 from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.inference.native_spacing import TextConfigurationManager
 from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY, ON_UNKNOWN
 from nnunetv2_text.network import TextNetworkConfig, build_text_network, unwrap_network
 from nnunetv2_text.text.cache import EmbeddingCache
@@ -84,7 +85,8 @@ class TextPredictor(nnUNetPredictor):
             elif ckpt["text"]["network_config"] != first["text"]["network_config"]:
                 raise UserInputError(f"{ckpt_file}: network config differs from the other folds")
             params.append(ckpt["network_weights"])
-        configuration_manager = plans_manager.get_configuration(first["init_args"]["configuration"])
+        configuration_manager = TextConfigurationManager(
+            plans_manager.get_configuration(first["init_args"]["configuration"]).configuration)
         self.model_folder = folder
         self._setup(plans_manager, configuration_manager, dataset_json, first["text"], params,
                     first["trainer_name"], first.get("inference_allowed_mirroring_axes"))
@@ -100,8 +102,11 @@ class TextPredictor(nnUNetPredictor):
                mirror_axes, network=None) -> None:
         if network is None:
             n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
-            network = build_text_network(configuration_manager.network_arch_init_kwargs,
-                                         configuration_manager.network_arch_init_kwargs_req_import, n_in,
+            # a trainer whose encoder is not the plans' (VoxTell fine-tuning) records its own
+            network = build_text_network(text_entry.get("arch_kwargs", configuration_manager.network_arch_init_kwargs),
+                                         text_entry.get("arch_requires_import",
+                                                        configuration_manager.network_arch_init_kwargs_req_import),
+                                         n_in,
                                          TextNetworkConfig.from_dict(text_entry["network_config"]),
                                          deep_supervision=False, initialize=False)
             network.load_state_dict(params[0])
@@ -111,7 +116,9 @@ class TextPredictor(nnUNetPredictor):
         self.network = network
         self.text_entry = text_entry
         self._centred_terms = None
-        self.vocabulary = parse_vocabulary(text_entry["vocabulary"], source=f"{trainer_name} checkpoint")
+        # an imported open-vocabulary model (VoxTell) has no training vocabulary to compare prompts with
+        self.vocabulary = None if text_entry.get("vocabulary") is None else \
+            parse_vocabulary(text_entry["vocabulary"], source=f"{trainer_name} checkpoint")
         self.allowed_mirroring_axes = mirror_axes_without(
             tuple(mirror_axes) if mirror_axes is not None else None, text_entry.get("left_right_axis"))
         self.label_manager = _PromptHeads(0)
@@ -137,6 +144,8 @@ class TextPredictor(nnUNetPredictor):
         encoder and added to the cache (atomically)."""
         model_id, instruction = self.text_entry["model_id"], self.text_entry["instruction"]
         dim = self.text_entry["embedding_dim"]
+        if self.text_entry.get("lowercase"):  # VoxTell's recipe embeds lower-cased prompts
+            prompts = [p.lower() for p in prompts]
         if cache_file is None and self.model_folder is not None:
             cache_file = self.model_folder / CACHE_IN_MODEL
         cache = EmbeddingCache(cache_file) if cache_file is not None else None
@@ -163,6 +172,8 @@ class TextPredictor(nnUNetPredictor):
 
         Returns ``{prompt: {"concept", "term", "similarity", "known"}}``; ``known`` is ``similarity >=
         min_similarity``. Needs only the embeddings, so it runs before any image is read."""
+        if self.vocabulary is None:
+            return {p: {"concept": None, "term": None, "similarity": None, "known": True} for p in prompts}
         terms = self.vocabulary.all_terms()
         center = self.network.prompt_decoder.center_text
         if self._centred_terms is None:  # the vocabulary's terms, read from the cache once per model

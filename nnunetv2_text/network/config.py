@@ -31,17 +31,30 @@ class TextNetworkConfig:
     fusion_stages: Optional[Tuple[int, ...]] = None
     #: output channels per prompt: 1 for a binary mask (sigmoid), K for a K-class map (softmax)
     outputs_per_prompt: int = 1
+    #: "nnunetv2_text" (this project's prompt decoder) or "voxtell" (VoxTell's, network/voxtell.py)
+    prompt_flavour: str = "nnunetv2_text"
+    #: VoxTell flavour: hidden width of the text projection, and the prompt decoder's dropout
+    prompt_text_hidden: int = 2048
+    prompt_dropout: float = 0.0
+    #: "head": a 1x1x1 conv on the last decoder stage; "dot": the last stage's features dotted with a
+    #: per-prompt vector (VoxTell's output; the last stage then fuses no guidance)
+    final_output: str = "head"
 
     def resolved_fusion_stages(self, num_decoder_stages: int) -> Tuple[int, ...]:
+        if self.prompt_flavour not in ("nnunetv2_text", "voxtell") or self.final_output not in ("head", "dot"):
+            raise ValueError(f"unknown prompt_flavour {self.prompt_flavour!r} or final_output {self.final_output!r}")
         if self.fusion_stages is None:
-            return tuple(range(num_decoder_stages))
+            return tuple(range(num_decoder_stages - (self.final_output == "dot")))
         out = sorted({s % num_decoder_stages for s in self.fusion_stages
                       if -num_decoder_stages <= s < num_decoder_stages})
         if len(out) != len(set(self.fusion_stages)):
             raise ValueError(f"fusion_stages {self.fusion_stages} do not fit a decoder of "
                              f"{num_decoder_stages} stages")
-        if not out:
+        if not out and self.final_output != "dot":
             raise ValueError("fusion_stages is empty: the network would ignore the text")
+        if self.final_output == "dot" and num_decoder_stages - 1 in out:
+            raise ValueError("final_output 'dot' uses the last decoder stage's features as they are: it cannot "
+                             "also be a fusion stage")
         return tuple(out)
 
     def to_dict(self) -> dict:
@@ -60,3 +73,14 @@ class TextNetworkConfig:
         if d.get("fusion_stages") is not None:
             d["fusion_stages"] = tuple(d["fusion_stages"])
         return cls(**d)
+
+
+def voxtell_config(text_dim: int = 2560, query_dim: int = 2048, guidance_dim: int = 32,
+                   adapter_hidden: int = 2048, attend_stage: int = 4) -> TextNetworkConfig:
+    """VoxTell 0.1.2's configuration (its predictor hard-codes these for the released weights): a 6-layer,
+    8-head prompt decoder with a 2048-wide ReLU feed-forward and dropout 0.1, attending to encoder stage 4,
+    guidance at the four lower decoder stages and a dot-product output at full resolution."""
+    return TextNetworkConfig(text_dim=text_dim, guidance_dim=guidance_dim, prompt_dim=query_dim, prompt_layers=6,
+                             prompt_heads=8, prompt_ffn_dim=2048, adapter_hidden=adapter_hidden,
+                             attend_stage=attend_stage, fusion_stages=(0, 1, 2, 3), prompt_flavour="voxtell",
+                             prompt_text_hidden=2048, prompt_dropout=0.1, final_output="dot")

@@ -22,7 +22,7 @@ from nnunetv2_text.network.blocks import expand_for_prompts, fuse
 class TextFusionDecoder(nn.Module):
     def __init__(self, encoder: nn.Module, n_conv_per_stage: Union[int, Sequence[int]], guidance_dim: int,
                  fusion_stages: Sequence[int], outputs_per_prompt: int = 1, deep_supervision: bool = True,
-                 nonlin_first: bool = False):
+                 nonlin_first: bool = False, final_dot: bool = False):
         super().__init__()
         chans = list(encoder.output_channels)
         n_dec = len(chans) - 1
@@ -34,6 +34,9 @@ class TextFusionDecoder(nn.Module):
         self.fusion_stages = tuple(sorted(fusion_stages))
         self.guidance_dim = guidance_dim
         self.outputs_per_prompt = outputs_per_prompt
+        #: the full-resolution output is the last stage's features dotted with a per-prompt vector
+        #: (VoxTell), so that stage has no head
+        self.final_dot = final_dot
         transpconv = get_matching_convtransp(conv_op=encoder.conv_op)
 
         self.transpconvs, self.stages, self.seg_layers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
@@ -47,7 +50,8 @@ class TextFusionDecoder(nn.Module):
                 encoder.dropout_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs, nonlin_first))
             out_c = skip_c + (guidance_dim if s in self.fusion_stages else 0)
             # heads are always built (so weights load with or without deep supervision)
-            self.seg_layers.append(encoder.conv_op(out_c, outputs_per_prompt, 1, 1, 0, bias=True))
+            if not (final_dot and s == n_dec - 1):
+                self.seg_layers.append(encoder.conv_op(out_c, outputs_per_prompt, 1, 1, 0, bias=True))
             below = out_c
 
     def forward(self, skips: List[torch.Tensor], guidance: List[Optional[torch.Tensor]], num_prompts: int):
@@ -63,14 +67,22 @@ class TextFusionDecoder(nn.Module):
             skip = skips[-(s + 2)]
             x = self.transpconvs[s](x)
             x = self.stages[s](torch.cat((x, expand_for_prompts(skip, num_prompts) if expanded else skip), 1))
-            if s in self.fusion_stages:
+            if s in self.fusion_stages or (self.final_dot and s == last):
                 if not expanded:
                     x, expanded = expand_for_prompts(x, num_prompts), True
+            if s in self.fusion_stages:
                 x = fuse(x, guidance[s].flatten(0, 1))
-            if self.deep_supervision or s == last:
+            if self.final_dot and s == last:
+                y = torch.einsum("bc...,bgc->bg...", x, guidance[s].flatten(0, 1).to(x.dtype))
+                outs.append(self._per_prompt(y, b, num_prompts, expanded))
+            elif self.deep_supervision or s == last:
                 outs.append(self._per_prompt(self.seg_layers[s](x), b, num_prompts, expanded))
         outs = outs[::-1]
         return outs if self.deep_supervision else outs[0]
+
+    def deep_supervision_heads(self) -> List[nn.Module]:
+        """The heads used only for deep supervision (frozen when training without it)."""
+        return list(self.seg_layers) if self.final_dot else list(self.seg_layers)[:-1]
 
     @staticmethod
     def _per_prompt(y: torch.Tensor, b: int, n: int, expanded: bool) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 from nnunetv2_text.network.blocks import PromptDecoder, StageAdapter, stage_channels
 from nnunetv2_text.network.config import TextNetworkConfig
 from nnunetv2_text.network.decoder import TextFusionDecoder
+from nnunetv2_text.network.voxtell import VoxTellPromptDecoder
 
 
 class TextPromptableUNet(nn.Module):
@@ -32,14 +33,25 @@ class TextPromptableUNet(nn.Module):
         dec_chans = stage_channels(chans)
         fusion = config.resolved_fusion_stages(len(dec_chans))
         self.fusion_stages = fusion
-        self.prompt_decoder = PromptDecoder(config.text_dim, chans[config.attend_stage], config.prompt_dim,
-                                            config.prompt_layers, config.prompt_heads, config.prompt_ffn_dim)
-        # adapters only for fused stages; keyed by decoder stage index
-        self.adapters = nn.ModuleDict({
-            str(s): StageAdapter(config.prompt_dim, config.adapter_hidden, config.guidance_dim, dec_chans[s])
-            for s in fusion})
+        if config.prompt_flavour == "voxtell":
+            self.prompt_decoder = VoxTellPromptDecoder(
+                config.text_dim, chans[config.attend_stage], config.prompt_dim, config.prompt_layers,
+                config.prompt_heads, config.prompt_ffn_dim, config.prompt_text_hidden, config.prompt_dropout)
+        else:
+            self.prompt_decoder = PromptDecoder(config.text_dim, chans[config.attend_stage], config.prompt_dim,
+                                                config.prompt_layers, config.prompt_heads, config.prompt_ffn_dim)
+        # adapters for fused stages (G x C_s) and, with a dot-product output, the last stage (1 x C);
+        # keyed by decoder stage index
+        final_dot = config.final_output == "dot"
+        if final_dot and config.outputs_per_prompt != 1:
+            raise ValueError("final_output 'dot' gives one output per prompt")
+        heads = {s: (config.guidance_dim, dec_chans[s]) for s in fusion}
+        if final_dot:
+            heads[len(dec_chans) - 1] = (1, dec_chans[-1])
+        self.adapters = nn.ModuleDict({str(s): StageAdapter(config.prompt_dim, config.adapter_hidden, g, c)
+                                       for s, (g, c) in heads.items()})
         self.decoder = TextFusionDecoder(encoder, n_conv_per_stage_decoder, config.guidance_dim, fusion,
-                                         config.outputs_per_prompt, deep_supervision, nonlin_first)
+                                         config.outputs_per_prompt, deep_supervision, nonlin_first, final_dot)
 
     def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
         return self.encoder(x)

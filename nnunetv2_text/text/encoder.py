@@ -56,9 +56,48 @@ def resolve_model(model: Optional[str]) -> tuple[str, str]:
     return model, model
 
 
+#: ``--model voxtell:<name or path>``: VoxTell's own text recipe on a Hugging Face model (its released weights
+#: use Qwen/Qwen3-Embedding-4B): lower-cased prompts after its instruction, left padding, the last token's
+#: hidden state, no L2 normalisation. Cached under this id, apart from the same model's sentence embeddings.
+VOXTELL_RECIPE = "voxtell:"
+
+
+class _LastTokenEncoder:
+    """VoxTell's text recipe (voxtell/utils/text_embedding.py in voxtell 0.1.2), for a transformers model."""
+
+    def __init__(self, load_from: str, device: str):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(load_from, padding_side="left")
+        self.model = AutoModel.from_pretrained(load_from).to(device).eval()
+        self.device = device
+        self.max_seq_length = int(min(getattr(self.tokenizer, "model_max_length", 8192), 8192))
+
+    def get_embedding_dimension(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def encode(self, texts: List[str], batch_size: int) -> np.ndarray:
+        import torch
+
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
+                                   max_length=self.max_seq_length, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"]
+            if bool((mask[:, -1] == 1).all()):  # left padding: every text ends at the last position
+                last = hidden[:, -1]
+            else:
+                last = hidden[torch.arange(hidden.shape[0], device=hidden.device), mask.sum(1) - 1]
+            out.append(last.float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+
 @dataclass
 class TextEncoder:
-    """A sentence-transformers model with its identity (model id, instruction) and output dimension."""
+    """A sentence-transformers model (or, with ``voxtell:``, VoxTell's recipe) with its identity (model id,
+    instruction) and output dimension."""
 
     model: str = "default"
     instruction: Optional[str] = None
@@ -66,12 +105,21 @@ class TextEncoder:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        self.model_id, self._load_from = resolve_model(self.model)
+        self.voxtell_recipe = self.model.startswith(VOXTELL_RECIPE)
+        if self.voxtell_recipe:
+            self.model_id, self._load_from = resolve_model(self.model[len(VOXTELL_RECIPE):])
+            self.model_id = VOXTELL_RECIPE + self.model_id
+        else:
+            self.model_id, self._load_from = resolve_model(self.model)
         if self.instruction is None:
-            self.instruction = default_instruction(self.model_id)
+            self.instruction = VOXTELL_INSTRUCTION if self.voxtell_recipe else default_instruction(self.model_id)
         self._st = None
 
     def _load(self):
+        if self._st is None and self.voxtell_recipe:
+            logger.info("loading text encoder %s (VoxTell's recipe) from %s on %s", self.model_id, self._load_from,
+                        self.device)
+            self._st = _LastTokenEncoder(self._load_from, self.device)
         if self._st is None:
             from sentence_transformers import SentenceTransformer
 
@@ -109,6 +157,8 @@ class TextEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         st = self._load()
+        if self.voxtell_recipe:  # VoxTell lower-cases prompts and does not normalise
+            return st.encode([self.instruction + t.lower() for t in texts], self.batch_size)
         emb = st.encode([self.instruction + t for t in texts], batch_size=self.batch_size,
                         convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=len(texts) > 256)
         return np.asarray(emb, dtype=np.float32)

@@ -165,14 +165,19 @@ class TextFusionTrainer(nnUNetTrainer):
 
         Without deep supervision only the last head is used: the others are frozen here, before nnU-Net
         wraps the network in DDP, which requires a gradient for every trainable parameter."""
-        net = build_text_network(configuration_manager.network_arch_init_kwargs,
-                                 configuration_manager.network_arch_init_kwargs_req_import,
-                                 num_input_channels, self.text_config, enable_deep_supervision)
+        arch, requires_import = self.architecture(configuration_manager)
+        net = build_text_network(arch, requires_import, num_input_channels, self.text_config, enable_deep_supervision)
         if not enable_deep_supervision:
-            for head in list(net.decoder.seg_layers)[:-1]:
+            for head in net.decoder.deep_supervision_heads():
                 head.requires_grad_(False)
         net.prompt_decoder.set_text_center(torch.from_numpy(self.text.prompt_embeddings()))
         return net
+
+    def architecture(self, configuration_manager) -> tuple:
+        """(arch kwargs, names to import) of the image encoder/decoder: the plans' (a variant may differ, and
+        then records its own in the checkpoint for the predictor)."""
+        return (configuration_manager.network_arch_init_kwargs,
+                configuration_manager.network_arch_init_kwargs_req_import)
 
     def configure_optimizers(self):
         """AdamW with nnU-Net's poly schedule (the transformer parts train badly with SGD)."""

@@ -8,3 +8,4 @@ from nnunetv2_text.training.trainer import TextFusionTrainer  # noqa: F401
 from nnunetv2_text.training.variants import *  # noqa: F401,F403
 from nnunetv2_text.training.cowtalk import (CoWTalkRefineTrainer, CoWTalkRefineTrainer_5epochs,  # noqa: F401
                                            CoWTalkRefineTrainer_short)
+from nnunetv2_text.training.voxtell import TextFusionTrainer_VoxTell  # noqa: F401

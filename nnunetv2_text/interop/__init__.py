@@ -1,0 +1,1 @@
+"""Interoperability with other text-promptable segmentation models (VoxTell)."""
