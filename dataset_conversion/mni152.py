@@ -16,9 +16,7 @@ import argparse
 import functools
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
@@ -28,7 +26,7 @@ from scipy import ndimage
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.run.cli import user_errors_to_exit
-from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
+from nnunetv2_text.utils.io import TMP_MARKER, atomic_folder, atomic_write_json
 from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 
 logger = logging.getLogger(__name__)
@@ -157,8 +155,7 @@ def build_mni152_dataset(out_root: PathLike, dataset_id: int, n_subjects: int = 
     out_root = Path(out_root)
     out_root.mkdir(parents=True, exist_ok=True)
     final = _check_target(out_root, dataset_id, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARKER}_", dir=out_root))
-    try:
+    with atomic_folder(final) as tmp:
         rng = np.random.default_rng(seed)
         for i in range(n_subjects + n_test):
             split = "Tr" if i < n_subjects else "Ts"
@@ -181,12 +178,6 @@ def build_mni152_dataset(out_root: PathLike, dataset_id: int, n_subjects: int = 
             "mni152": {"spacing_mm": spacing, "seed": seed, "n_test": n_test, "source": sorted(_FILES.values()),
                        "laterality": "side at template world x: x_RAS > 0 is the subject's right"},
         })
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

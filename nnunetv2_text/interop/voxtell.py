@@ -10,10 +10,7 @@ this network with the same shape, and the first that does not stops the import, 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
@@ -28,7 +25,7 @@ from nnunetv2_text.network.config import voxtell_config
 from nnunetv2_text.network.voxtell import voxtell_positions
 from nnunetv2_text.text.cache import EmbeddingCache
 from nnunetv2_text.text.encoder import VOXTELL_INSTRUCTION
-from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
+from nnunetv2_text.utils.io import atomic_folder, atomic_write_json
 
 #: VoxTell's image encoder (ResEnc-L, 6 stages), as its trainer and predictor build it
 VOXTELL_ARCH = {
@@ -245,9 +242,7 @@ def import_voxtell(voxtell_folder, results_root, dataset_id: int, name: str = "V
     final = Path(results_root) / dataset_name / f"{IMPORT_TRAINER}__{IMPORT_PLANS}__{IMPORT_CONFIGURATION}"
     if final.exists() and not overwrite:
         raise VoxTellImportError(f"{final} exists (pass --overwrite to replace it)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARKER}_", dir=final.parent))
-    try:  # built aside and renamed: an interrupted import leaves no half model folder
+    with atomic_folder(final) as tmp:  # an interrupted import leaves no half model folder
         (tmp / "fold_0").mkdir()
         atomic_write_json(tmp / "plans.json", plans)
         atomic_write_json(tmp / "dataset.json", dataset_json)
@@ -257,10 +252,4 @@ def import_voxtell(voxtell_folder, results_root, dataset_id: int, name: str = "V
             cache = EmbeddingCache(tmp / "text" / "embeddings.safetensors")
             cache.add(VOXTELL_TEXT_MODEL, VOXTELL_INSTRUCTION, *bank)
             cache.save()
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final

@@ -58,24 +58,17 @@ class PromptDecoderLayer(nn.Module):
         return q + self.ffn(self.norm_ffn(q))
 
 
-class PromptDecoder(nn.Module):
-    """Turns each prompt embedding into an image-aware query (VoxTell's f_prompt)."""
+class CentredText(nn.Module):
+    """The training vocabulary's mean term embedding, kept with the weights.
 
-    def __init__(self, text_dim: int, image_channels: int, dim: int, layers: int, heads: int, ffn_dim: int):
+    Sentence embeddings share a large common direction, so subtracting the vocabulary's mean makes what
+    tells prompts apart reach the network (without it, trainings could get stuck giving two concepts one
+    mask; figures in docs/RESULTS.md). A buffer: saved with the weights, applied to unseen prompts alike.
+    The predictor also measures a prompt's similarity to the training terms in this centred space."""
+
+    def __init__(self, text_dim: int):
         super().__init__()
-        # sentence embeddings share a large common direction, so the training vocabulary's mean is
-        # subtracted: what tells prompts apart is then what reaches the network (without it, trainings
-        # could get stuck giving two concepts one mask; figures in docs/RESULTS.md). A buffer: saved
-        # with the weights, applied to unseen prompts alike.
         self.register_buffer("text_center", torch.zeros(text_dim))
-        # the LayerNorm gives the text query the scale of the image tokens: normalised sentence embeddings
-        # projected by a freshly initialised Linear are ~30x smaller, and the first attention residual
-        # would otherwise drown the text in image content
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim))
-        self.image_proj = nn.Sequential(nn.Linear(image_channels, dim), nn.LayerNorm(dim))
-        self.layers = nn.ModuleList([PromptDecoderLayer(dim, heads, ffn_dim) for _ in range(layers)])
-        self.norm_out = nn.LayerNorm(dim)
-        self.dim = dim
 
     @torch.no_grad()
     def set_text_center(self, embeddings: torch.Tensor) -> None:
@@ -85,6 +78,21 @@ class PromptDecoder(nn.Module):
     def center_text(self, text: torch.Tensor) -> torch.Tensor:
         """Subtract the vocabulary mean and rescale to unit length (a term equal to the mean maps to ~0)."""
         return F.normalize(text.float() - self.text_center.float(), dim=-1, eps=1e-6)
+
+
+class PromptDecoder(CentredText):
+    """Turns each prompt embedding into an image-aware query (VoxTell's f_prompt)."""
+
+    def __init__(self, text_dim: int, image_channels: int, dim: int, layers: int, heads: int, ffn_dim: int):
+        super().__init__(text_dim)
+        # the LayerNorm gives the text query the scale of the image tokens: normalised sentence embeddings
+        # projected by a freshly initialised Linear are ~30x smaller, and the first attention residual
+        # would otherwise drown the text in image content
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim))
+        self.image_proj = nn.Sequential(nn.Linear(image_channels, dim), nn.LayerNorm(dim))
+        self.layers = nn.ModuleList([PromptDecoderLayer(dim, heads, ffn_dim) for _ in range(layers)])
+        self.norm_out = nn.LayerNorm(dim)
+        self.dim = dim
 
     def forward(self, text: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """text (B, N, text_dim); features (B, C, *grid) -> decoded prompts (B, N, D)."""

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnunetv2_text.network.blocks import CentredText
+
 
 def voxtell_positions(grid: Sequence[int], dim: int, device=None, dtype=None) -> torch.Tensor:
     """(prod(grid), dim) encoding of the tokens of ``features.flatten(2)`` as VoxTell encodes them.
@@ -63,27 +65,18 @@ class VoxTellDecoderLayer(nn.Module):
         return q + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(self.norm3(q))))))
 
 
-class VoxTellPromptDecoder(nn.Module):
+class VoxTellPromptDecoder(CentredText):
     """Each prompt's embedding -> an image-aware query (B, N, dim), as VoxTell computes it."""
 
     def __init__(self, text_dim: int, image_channels: int, dim: int, layers: int, heads: int, ffn_dim: int,
                  text_hidden: int = 2048, dropout: float = 0.1):
-        super().__init__()
-        # not used by the network (VoxTell sees raw embeddings); only for the predictor's similarity report
-        self.register_buffer("text_center", torch.zeros(text_dim))
+        # the centre is not used by the network (VoxTell reads raw embeddings), only by similarity reports
+        super().__init__(text_dim)
         self.project_text_embed = nn.Sequential(nn.Linear(text_dim, text_hidden), nn.GELU(), nn.Linear(text_hidden, dim))
         self.project_bottleneck_embed = nn.Sequential(nn.Linear(image_channels, dim), nn.GELU(), nn.Linear(dim, dim))
         self.layers = nn.ModuleList([VoxTellDecoderLayer(dim, heads, ffn_dim, dropout) for _ in range(layers)])
         self.norm = nn.LayerNorm(dim)
         self.dim = dim
-
-    @torch.no_grad()
-    def set_text_center(self, embeddings: torch.Tensor) -> None:
-        self.text_center.copy_(embeddings.to(self.text_center).mean(0))
-
-    def center_text(self, text: torch.Tensor) -> torch.Tensor:
-        """For similarity reports only: the network itself takes the embeddings as they are."""
-        return F.normalize(text.float() - self.text_center.float(), dim=-1, eps=1e-6)
 
     def forward(self, text: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         tokens = self.project_bottleneck_embed(features.flatten(2).transpose(1, 2))  # (B, L, dim)

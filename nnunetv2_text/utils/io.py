@@ -77,6 +77,27 @@ def existing_datasets(raw_root: PathLike, dataset_id: int) -> list:
 
 
 @contextlib.contextmanager
+def atomic_folder(final: PathLike) -> Iterator[Path]:
+    """Yield a hidden temporary folder beside ``final``; when the block succeeds, replace ``final`` by it.
+
+    For folders built file by file (a converted dataset, an imported model): an interrupted build leaves
+    no half folder under the final name. Whether an existing ``final`` may be replaced is the caller's
+    decision, made before any work."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}{TMP_MARKER}_", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_dataset_folder(raw_root: PathLike, dataset_id: int, name: str, overwrite: bool = False) -> Iterator[Path]:
     """Build a raw dataset in a hidden temporary folder and move it into place only when the block succeeds.
 
