@@ -7,7 +7,8 @@ differently (each voxel axis flipped in turn, and the axes permuted), through th
 1. position and size prompts ("the largest / smallest / left-most / ... structure"): the share of
    held-out cases where the answer is the right structure (Dice > 0.8 with the reference mask of the
    concept the reference label map itself picks); cases where the reference's top two candidates lie
-   within ``--margin`` mm (or mm³ x 10) of each other are too close to call and are counted apart;
+   within ``--margin`` mm (at least one voxel) of each other, or within ``--margin`` percent in volume,
+   are too close to call and are counted apart;
 2. the same on the flipped and permuted storage copies (against the reference stored the same way);
 3. the left/right confusion rate of every lateral concept ("left ...", "right ...") on those copies:
    a mask that overlaps the opposite side's reference more than its own side's;
@@ -78,8 +79,12 @@ def reference_choice(label: sitk.Image, concepts: Dict[str, list], relation: str
         summaries[cid] = {"voxels": n, "volume_mm3": n * float(np.prod(label.GetSpacing())),
                           "centroid_mm": world_centroid(m)}
     chosen, why = choose(relation, summaries)
-    scale = 10.0 if CRITERIA[relation][1] is None else 1.0  # volumes: margin x 10 mm³
-    return chosen if chosen is not None and why["margin"] > margin * scale else None
+    if chosen is None:
+        return None
+    if CRITERIA[relation][1] is None:  # sizes: the runner-up within `margin` percent of the winner's volume
+        return chosen if why["margin"] > margin / 100 * summaries[chosen]["volume_mm3"] else None
+    # positions: `margin` mm, and at least one voxel (a 6 mm image cannot place centroids closer)
+    return chosen if why["margin"] > max(margin, max(label.GetSpacing())) else None
 
 
 def opposite(concept_id: str) -> Optional[str]:
@@ -171,7 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=8, help="held-out cases (when the dataset is made here)")
     p.add_argument("--spacing", type=float, default=6.0, help="MNI152 spacing in mm")
     p.add_argument("--margin", type=float, default=3.0,
-                   help="reference top-two closer than this (mm; mm³ x 10 for sizes): too close to call")
+                   help="reference top two closer than this are too close to call: mm (at least one voxel) for "
+                        "positions, percent of the volume for sizes")
     p.add_argument("--out", default=str(HERE.parent / "docs" / "RESULTS.md"))
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
