@@ -16,7 +16,7 @@ import torch
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import answer_prompts, logits_to_masks, presence_scores, prompt_record
-from nnunetv2_text.inference.positions import candidate_concepts, position_relation
+from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
 from nnunetv2_text.inference.predictor import TextPredictor
 from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.utils.orientation import to_storage_layout
@@ -82,14 +82,10 @@ class TextSegmenter:
         does (warn, empty or error)."""
         p = self.predictor
         prompts = self._check_prompts(prompts)
-        positions = {q: r for q in prompts if (r := position_relation(q)) is not None}
-        candidates = candidate_concepts(p.vocabulary) if positions else []
-        if positions and len(candidates) < 2:
-            raise UserInputError(f"prompt '{next(iter(positions))}' chooses among the model's single-label "
-                                 f"concepts, and it has {len(candidates)}")
-        network_prompts = list(dict.fromkeys([q for q in prompts if q not in positions] + [m for _, m in candidates]))
-        emb = p.embed_prompts(network_prompts)
-        understood = p.understand(network_prompts, emb, min_similarity)
+        positions, candidates = plan_position_prompts(prompts, p.vocabulary)
+        run = network_prompts(prompts, positions, candidates)
+        emb = p.embed_prompts(run)
+        understood = p.understand(run, emb, min_similarity)
         blank = p.prompts_to_empty({q: understood[q] for q in prompts if q in understood}, on_unknown,
                                    min_similarity)
         data, props = self._load(image, spacing)
@@ -101,7 +97,7 @@ class TextSegmenter:
         logits = p.predict_case_logits(torch.from_numpy(data).float(), emb)
         masks, probs = logits_to_masks(logits, props, p.plans_manager, p.configuration_manager,
                                        return_probabilities)
-        answers = answer_prompts(masks, network_prompts, prompts, props, positions, candidates)
+        answers = answer_prompts(masks, run, prompts, props, positions, candidates)
         values = probs if return_probabilities else masks
         presence = presence_scores(logits.numpy())
         result, info = {}, {}

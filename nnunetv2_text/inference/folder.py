@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
-from nnunetv2_text.inference.positions import candidate_concepts, position_relation
+from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
 from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_SIMILARITY, ON_UNKNOWN, PromptFileError, PromptSpec,
                                                  unique_slugs)
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
@@ -172,16 +172,12 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     mine = list(cases)[part_id::num_parts]
 
     prompts_of = {c: spec.prompts_for(c) for c in mine}
-    positions = {p: r for p in dict.fromkeys(p for ps in prompts_of.values() for p in ps)
-                 if (r := position_relation(p)) is not None}
-    candidates = candidate_concepts(predictor.vocabulary) if positions else []
-    if positions and len(candidates) < 2:
-        raise PromptFileError(f"{spec.source}: prompt '{next(iter(positions))}' chooses among the model's "
-                              f"single-label concepts, and it has {len(candidates)}")
-    # a case with a position prompt also runs every candidate concept's main term (not written unless asked)
-    network_of = {c: list(dict.fromkeys([p for p in ps if p not in positions]
-                                        + ([m for _, m in candidates] if set(ps) & set(positions) else [])))
-                  for c, ps in prompts_of.items()}
+    try:
+        positions, candidates = plan_position_prompts([p for ps in prompts_of.values() for p in ps],
+                                                      predictor.vocabulary)
+    except UserInputError as e:
+        raise PromptFileError(f"{spec.source}: {e}") from None
+    network_of = {c: network_prompts(ps, positions, candidates) for c, ps in prompts_of.items()}
     all_prompts = list(dict.fromkeys(p for ps in network_of.values() for p in ps))
     try:
         emb_all = predictor.embed_prompts(all_prompts, cache_file, encoder_device) if all_prompts else None
@@ -226,14 +222,14 @@ def _run(predictor, cases, todo, prompts_of, network_of, emb_all, row, output_fo
             if isinstance(data, str):  # nnU-Net hands large arrays over as .npy files
                 path, data = data, np.load(data)
                 os.remove(path)
-            prompts, network_prompts = prompts_of[case], network_of[case]
-            logits = predictor.predict_case_logits(data, emb_all[[row[p] for p in network_prompts]]).numpy()
+            prompts, run_prompts = prompts_of[case], network_of[case]
+            logits = predictor.predict_case_logits(data, emb_all[[row[p] for p in run_prompts]]).numpy()
             slugs = unique_slugs(prompts)
             pending.append((case, pool.apply_async(export_case, (
                 logits, item["data_properties"], predictor.plans_manager, predictor.configuration_manager,
                 str(output_folder), case, prompts, slugs, ending, save_probabilities,
                 {p: understood[p] for p in prompts if p in understood}, [p for p in prompts if p in blank],
-                network_prompts, {p: positions[p] for p in prompts if p in positions}, candidates))))
+                run_prompts, {p: positions[p] for p in prompts if p in positions}, candidates))))
             _collect(pending, output_folder, max_pending=2)  # bounded, like nnU-Net's export queue
         _collect(pending, output_folder, max_pending=0)
 

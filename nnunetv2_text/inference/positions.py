@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import re
 from importlib import resources
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from nnunetv2_text.errors import UserInputError
 
 #: relation -> (summary field, world axis or None, +1: the largest value wins, -1: the smallest)
 CRITERIA = {
@@ -69,6 +71,26 @@ def candidate_concepts(vocabulary) -> List[Tuple[str, str]]:
     if vocabulary is None:  # an open-vocabulary import: no concepts to choose among
         return []
     return [(c.id, c.main) for c in vocabulary.concepts if len(c.labels) == 1]
+
+
+def plan_position_prompts(prompts: Sequence[str], vocabulary) -> Tuple[Dict[str, str], List[Tuple[str, str]]]:
+    """(position prompt -> relation, the (concept, main term) candidates they choose among) for a set of
+    prompts; a position prompt on a model with fewer than two single-label concepts is refused."""
+    positions = {q: r for q in dict.fromkeys(prompts) if (r := position_relation(q)) is not None}
+    candidates = candidate_concepts(vocabulary) if positions else []
+    if positions and len(candidates) < 2:
+        raise UserInputError(f"prompt '{next(iter(positions))}' chooses among the model's single-label "
+                             f"concepts, and it has {len(candidates)}")
+    return positions, candidates
+
+
+def network_prompts(prompts: Sequence[str], positions: Dict[str, str],
+                    candidates: Sequence[Tuple[str, str]]) -> List[str]:
+    """What the network runs for these prompts: the anatomy prompts, and, when any of them is a position
+    prompt, every candidate's main term (its answer is chosen among their masks)."""
+    asks_position = any(q in positions for q in prompts)
+    return list(dict.fromkeys([q for q in prompts if q not in positions]
+                              + ([m for _, m in candidates] if asks_position else [])))
 
 
 def choose(relation: str, summaries: Dict[str, dict]) -> Tuple[Optional[str], dict]:
