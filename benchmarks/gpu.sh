@@ -9,7 +9,7 @@ source .gpu/activate.sh && export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1
 ln -sfn ../vocab nnunetv2_text/vocab 2>/dev/null || true   # package data, as an editable install sees it
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, nnunetv2, sys; print(sys.version.split()[0], torch.__version__)"; } > "$OUT/env.txt" 2>&1
-STEPS=${STEPS:-train predict voxtell train_compile}   # a rerun names only what it needs
+STEPS=${STEPS:-train predict voxtell train_compile light light_compile}   # a rerun names only what it needs
 step() { local name=$1 limit=$2; shift 2; [[ " $STEPS " == *" $name "* ]] || return 0; echo "== $name" >> "$OUT/log.txt"
          timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1; echo "== $name rc=$? $(date -u +%T)" >> "$OUT/log.txt"; }
 step train 100 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --out "$OUT/train.json"
@@ -18,4 +18,11 @@ step voxtell 170 python3 benchmarks/voxtell_decoding.py --device cuda --reps ${V
      --out "$OUT/voxtell.md"
 step train_compile ${COMPILE_LIMIT:-140} python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 3 \
      --compile --out "$OUT/train_compile.json"
+# issue #14: today's decoder against the light one (top 2 stages shared), side by side
+step light 150 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 1 3 6 \
+     --designs '{}' '{"light_stages": 2}' --out "$OUT/light_train.json"
+step light 100 python3 benchmarks/predict_prompts.py --device cuda --patch 128 --image 160 --prompts 1 10 30 \
+     --no_loop --designs '{}' '{"light_stages": 2}' --out "$OUT/light_predict.json"
+step light_compile 200 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 3 --compile \
+     --designs '{"light_stages": 2}' --out "$OUT/light_train_compile.json"
 cat "$OUT/env.txt"; tail -n 60 "$OUT/log.txt"

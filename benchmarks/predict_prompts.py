@@ -27,7 +27,7 @@ class _Plans:
         self.patch_size = list(patch)
 
 
-def make_predictors(arch, patch, device, prompt_batch):
+def make_predictors(arch, patch, device, prompt_batch, design: dict = None):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from nnunetv2_text.inference.predictor import TextPredictor, _PromptHeads
@@ -40,7 +40,7 @@ def make_predictors(arch, patch, device, prompt_batch):
 
     text = TextPredictor(tile_step_size=0.5, use_mirroring=False, device=device, allow_tqdm=False,
                          prompt_batch_size=prompt_batch)
-    text.network = text_network(arch, ds=False).to(device).eval()
+    text.network = text_network(arch, ds=False, **(design or {})).to(device).eval()
     text.configuration_manager = _Plans(patch)
     text.text_entry = {"network_config": text.network.config.to_dict()}
     text.list_of_parameters = [text.network.state_dict()]
@@ -56,41 +56,52 @@ def main(argv=None) -> int:
     p.add_argument("--prompt_batch", type=int, default=16)
     p.add_argument("--plans", default=None)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--designs", nargs="+", default=["{}"],
+                   help='text network overrides as JSON, one per design, e.g. \'{}\' \'{"light_stages": 2}\'')
+    p.add_argument("--no_loop", action="store_true", help="skip the one-prompt-at-a-time sliding windows")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
     arch = arch_from_plans(args.plans, [args.patch] * 3)
-    plain, text = make_predictors(arch, [args.patch] * 3, device, args.prompt_batch)
     image = torch.randn(1, args.image, args.image, args.image)
+    rows = []
+    for d in args.designs:
+        design = json.loads(d)
+        plain, text = make_predictors(arch, [args.patch] * 3, device, args.prompt_batch, design)
+        if not rows:
+            rows.append({"mode": "plain nnU-Net", "design": None, "prompts": 0, "seconds": timed(
+                lambda: plain.predict_sliding_window_return_logits(image), device, 1, args.reps)})
+        for n in args.prompts:
+            emb = np.random.default_rng(n).standard_normal((n, 384)).astype(np.float32)
 
-    rows = [{"mode": "plain nnU-Net", "prompts": 0,
-             "seconds": timed(lambda: plain.predict_sliding_window_return_logits(image), device, 1, args.reps)}]
-    for n in args.prompts:
-        emb = np.random.default_rng(n).standard_normal((n, 384)).astype(np.float32)
+            def batched():
+                text.set_prompts(emb)
+                return text.predict_sliding_window_return_logits(image)
 
-        def batched():
-            text.set_prompts(emb)
-            return text.predict_sliding_window_return_logits(image)
+            def loop():  # one prompt at a time: a full sliding window per prompt
+                for i in range(n):
+                    text.set_prompts(emb[i:i + 1])
+                    text.predict_sliding_window_return_logits(image)
 
-        def loop():  # one prompt at a time: a full sliding window per prompt
-            for i in range(n):
-                text.set_prompts(emb[i:i + 1])
-                text.predict_sliding_window_return_logits(image)
-
-        rows.append({"mode": "batched", "prompts": n, "seconds": timed(batched, device, 1, args.reps)})
-        rows.append({"mode": "loop", "prompts": n, "seconds": timed(loop, device, 0 if n > 1 else 1,
-                                                                      max(1, args.reps // 2))})
-    one = next(r["seconds"] for r in rows if r["mode"] == "batched" and r["prompts"] == min(args.prompts))
+            rows.append({"mode": "batched", "design": design, "prompts": n,
+                         "seconds": timed(batched, device, 1, args.reps)})
+            if not args.no_loop:
+                rows.append({"mode": "loop", "design": design, "prompts": n,
+                             "seconds": timed(loop, device, 0 if n > 1 else 1, max(1, args.reps // 2))})
     for r in rows:
-        r["x_one_prompt"] = r["seconds"] / one
+        one = next((q["seconds"] for q in rows if q["mode"] == "batched" and q["design"] == r["design"]
+                    and q["prompts"] == min(args.prompts)), None)
+        r["x_one_prompt"] = r["seconds"] / one if one else None
         r["x_plain"] = r["seconds"] / rows[0]["seconds"]
     result = {"benchmark": "predict_prompts", "device": device_name(device),
               "date": datetime.date.today().isoformat(), "torch": torch.__version__, "patch": args.patch,
               "image": args.image, "prompt_batch": args.prompt_batch, "rows": rows}
-    print(f"{'mode':<15}{'prompts':>8}{'s/case':>9}{'x 1 prompt':>11}{'x plain':>9}")
+    print(f"{'mode':<15}{'design':<28}{'prompts':>8}{'s/case':>9}{'x 1 prompt':>11}{'x plain':>9}")
     for r in rows:
-        print(f"{r['mode']:<15}{r['prompts']:>8}{r['seconds']:>9.3f}{r['x_one_prompt']:>11.2f}{r['x_plain']:>9.2f}")
+        x1 = f"{r['x_one_prompt']:.2f}" if r["x_one_prompt"] is not None else "-"
+        print(f"{r['mode']:<15}{json.dumps(r['design']):<28}{r['prompts']:>8}{r['seconds']:>9.3f}{x1:>11}"
+              f"{r['x_plain']:>9.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

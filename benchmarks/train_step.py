@@ -52,7 +52,7 @@ def make_step(net, loss, x, target, text, device, compile_net: bool):
     return step
 
 
-def measure(kind: str, arch, args, device, n_prompts: int = 0) -> dict:
+def measure(kind: str, arch, args, device, n_prompts: int = 0, design: dict = None) -> dict:
     from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
@@ -68,7 +68,7 @@ def measure(kind: str, arch, args, device, n_prompts: int = 0) -> dict:
                               dice_class=MemoryEfficientSoftDiceLoss)
         text = None
     else:
-        net = text_network(arch).to(device)
+        net = text_network(arch, **(design or {})).to(device)
         target = [torch.randint(0, 2, (args.batch, n_prompts, *[p // s for p in patch]), device=device).float()
                   for s in scales]
         loss = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5}, use_ignore_label=False,
@@ -81,7 +81,7 @@ def measure(kind: str, arch, args, device, n_prompts: int = 0) -> dict:
     t = timed(step, device, args.warmup, args.reps)
     mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
     del net, step
-    return {"kind": kind, "prompts": n_prompts, "seconds": t, "peak_gib": mem}
+    return {"kind": kind, "design": design or {}, "prompts": n_prompts, "seconds": t, "peak_gib": mem}
 
 
 def main(argv=None) -> int:
@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="torch.compile both networks")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--designs", nargs="+", default=["{}"],
+                   help='text network overrides as JSON, one per design, e.g. \'{}\' \'{"light_stages": 2}\'')
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         torch.backends.cudnn.benchmark = True
     arch = arch_from_plans(args.plans, [args.patch] * 3)
     rows = [measure("plain", arch, args, device)]
-    rows += [measure("text", arch, args, device, n) for n in args.prompts]
+    rows += [measure("text", arch, args, device, n, json.loads(d)) for d in args.designs for n in args.prompts]
     base = rows[0]
     for r in rows:
         r["time_ratio"] = r["seconds"] / base["seconds"]
@@ -109,11 +111,11 @@ def main(argv=None) -> int:
     result = {"benchmark": "train_step", "device": device_name(device), "date": datetime.date.today().isoformat(),
               "torch": torch.__version__, "patch": args.patch, "batch": args.batch, "compile": args.compile,
               "stages": arch["n_stages"], "rows": rows}
-    print(f"{'network':<14}{'s/step':>9}{'x plain':>9}{'GiB':>8}{'x plain':>9}")
+    print(f"{'network':<44}{'s/step':>9}{'x plain':>9}{'GiB':>8}{'x plain':>9}")
     for r in rows:
-        name = "plain nnU-Net" if r["kind"] == "plain" else f"text, {r['prompts']} pr."
+        name = "plain nnU-Net" if r["kind"] == "plain" else f"text {json.dumps(r['design'])}, {r['prompts']} pr."
         mr = f"{r['mem_ratio']:.2f}" if r["mem_ratio"] is not None else "-"
-        print(f"{name:<14}{r['seconds']:>9.4f}{r['time_ratio']:>9.2f}{r['peak_gib']:>8.2f}{mr:>9}")
+        print(f"{name:<44}{r['seconds']:>9.4f}{r['time_ratio']:>9.2f}{r['peak_gib']:>8.2f}{mr:>9}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return 0

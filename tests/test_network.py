@@ -154,3 +154,55 @@ def test_nonlin_first_reaches_encoder_and_decoder_blocks(nonlin_first):
             names = [type(m).__name__ for m in b.all_modules]
             assert names.index("LeakyReLU") < names.index("InstanceNorm3d") if nonlin_first \
                 else names.index("InstanceNorm3d") < names.index("LeakyReLU")
+
+
+@pytest.mark.parametrize("n_stages,light", [(4, 1), (4, 2), (5, 2), (5, 3)])
+def test_light_stages_keep_the_outputs_and_run_the_top_stages_once_per_image(n_stages, light):
+    """Issue #14: the top ``light`` stages' convolutions see B rows whatever the number of prompts, and
+    each prompt reaches them only through ``light_channels`` channels."""
+    strides = [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1)
+    net = net_for(n_stages, strides=strides, light_stages=light, light_channels=4)
+    n_dec = n_stages - 1
+    assert net.decoder.light_stages == tuple(range(n_dec - light, n_dec)) and len(net.decoder.stages) == n_dec - light
+    rows = {}
+    for i, stage in enumerate(net.decoder.shared_stages):
+        stage.register_forward_hook(lambda m, a, o, i=i: rows.__setitem__(("shared", i), a[0].shape[0]))
+    for i, mix in enumerate(net.decoder.light_mix):
+        mix.register_forward_hook(lambda m, a, o, i=i: rows.__setitem__(("light", i), tuple(a[0].shape[:2])))
+    size = max(16, 2 ** n_stages)
+    x, patch = torch.randn(2, 1, size, size, size), np.array([size] * 3)
+    out = net(x, torch.randn(2, 3, 24))
+    assert len(out) == n_dec
+    for o, scale in zip(out, ds_scales(strides)):
+        assert tuple(o.shape) == (2, 3, *(patch * np.array(scale)).astype(int))
+    assert all(rows[("shared", i)] == 2 for i in range(n_dec))
+    assert all(rows[("light", i)] == (6, 8) for i in range(light))
+    sum(o.float().pow(2).mean() for o in out).backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert sorted(map(int, net.adapters)) == list(range(n_dec))
+
+
+def test_light_stages_keep_prompts_independent_and_text_used():
+    net = net_for(4, light_stages=2).eval()
+    x, t = torch.randn(1, 1, 16, 16, 16), torch.randn(1, 3, 24)
+    with torch.no_grad():
+        together = net(x, t)[0]
+        alone = torch.cat([net(x, t[:, i:i + 1])[0] for i in range(3)], 1)
+        swapped = net(x, t[:, [2, 1, 0]])[0]
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(swapped, together[:, [2, 1, 0]], rtol=1e-4, atol=1e-4)
+    assert (together[:, 0] - together[:, 1]).abs().max() > 1e-4
+    # one builder from the config the checkpoint stores: same weights load into the rebuilt network
+    rebuilt = build_text_network(arch(4), REQ, 1, TextNetworkConfig.from_dict(net.config.to_dict()))
+    rebuilt.load_state_dict(net.state_dict())
+
+
+def test_light_stage_config_checks():
+    with pytest.raises(ValueError, match="at least one"):
+        net_for(4, light_stages=3)
+    with pytest.raises(ValueError, match="light stage"):
+        net_for(4, light_stages=2, fusion_stages=(0, -1))
+    with pytest.raises(ValueError, match="final_output"):
+        net_for(4, light_stages=1, final_output="dot")
+    assert TextNetworkConfig(text_dim=8, light_stages=2).resolved_fusion_stages(4) == (0, 1)

@@ -65,7 +65,7 @@ def convert_state_dict(source: Mapping[str, torch.Tensor], network: torch.nn.Mod
     Raises :class:`VoxTellImportError` naming the first key that is missing, surplus or of another shape,
     and when the checkpoint's positional table differs from the one this network computes."""
     target = network.state_dict()
-    n_dec = len(network.decoder.stages)
+    n_dec = network.decoder.num_stages
     last_head = f"decoder.seg_layers.{n_dec - 1}."  # built by VoxTell, never used: its output is a dot product
     out: Dict[str, torch.Tensor] = {}
     for key, value in source.items():

@@ -39,18 +39,39 @@ class TextNetworkConfig:
     #: "head": a 1x1x1 conv on the last decoder stage; "dot": the last stage's features dotted with a
     #: per-prompt vector (VoxTell's output; the last stage then fuses no guidance)
     final_output: str = "head"
+    #: the highest-resolution decoder stages (counted from the top) that run once per image instead of once
+    #: per prompt: their convolutions are shared, and each prompt reaches them through a thin path of
+    #: ``light_channels`` (its own dot products with the shared features, mixed by a 1x1x1 convolution).
+    #: Those stages hold most of the decoder's arithmetic, so a prompt then costs a fraction of a decoder
+    #: (issue #14). 0: every stage from the first fused one on runs per prompt (VoxTell's design)
+    light_stages: int = 0
+    light_channels: int = 8
+
+    def resolved_light_stages(self, num_decoder_stages: int) -> Tuple[int, ...]:
+        if self.light_stages == 0:
+            return ()
+        if not 0 < self.light_stages < num_decoder_stages:
+            raise ValueError(f"light_stages {self.light_stages} must leave at least one of the "
+                             f"{num_decoder_stages} decoder stages to run per prompt")
+        if self.final_output != "head" or self.light_channels < 1:
+            raise ValueError("light_stages needs final_output 'head' and light_channels >= 1")
+        return tuple(range(num_decoder_stages - self.light_stages, num_decoder_stages))
 
     def resolved_fusion_stages(self, num_decoder_stages: int) -> Tuple[int, ...]:
+        """The per-prompt stages that fuse guidance (light stages fuse through their thin path instead)."""
         if self.prompt_flavour not in ("nnunetv2_text", "voxtell") or self.final_output not in ("head", "dot"):
             raise ValueError(f"unknown prompt_flavour {self.prompt_flavour!r} or final_output {self.final_output!r}")
+        n_deep = num_decoder_stages - len(self.resolved_light_stages(num_decoder_stages))
         if self.fusion_stages is None:
-            return tuple(range(num_decoder_stages - (self.final_output == "dot")))
+            return tuple(range(n_deep - (self.final_output == "dot")))
         out = sorted({s % num_decoder_stages for s in self.fusion_stages
                       if -num_decoder_stages <= s < num_decoder_stages})
         if len(out) != len(set(self.fusion_stages)):
             raise ValueError(f"fusion_stages {self.fusion_stages} do not fit a decoder of "
                              f"{num_decoder_stages} stages")
-        if not out and self.final_output != "dot":
+        if any(s >= n_deep for s in out):
+            raise ValueError(f"fusion_stages {self.fusion_stages} name a light stage (the top {self.light_stages})")
+        if not out and self.final_output != "dot" and not self.light_stages:
             raise ValueError("fusion_stages is empty: the network would ignore the text")
         if self.final_output == "dot" and num_decoder_stages - 1 in out:
             raise ValueError("final_output 'dot' uses the last decoder stage's features as they are: it cannot "

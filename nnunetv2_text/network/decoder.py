@@ -5,7 +5,9 @@ Mirrors dynamic-network-architectures' ``UNetDecoder`` (transposed conv -> conca
 of the network is stated once, in the plans. Fused stages carry C_s + G channels onward.
 
 Prompts are batched: the decoder works on B*N rows (image-major). Rows are expanded from B to B*N at
-the first fused stage only, so stages before it (prompt-independent) run once per image.
+the first fused stage only, so stages before it (prompt-independent) run once per image. With light stages
+(``TextNetworkConfig.light_stages``) the top stages also run once per image, in an image-only decoder, and
+each prompt reaches them through a thin path of a few channels.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from nnunetv2_text.network.blocks import expand_for_prompts, fuse
 class TextFusionDecoder(nn.Module):
     def __init__(self, encoder: nn.Module, n_conv_per_stage: Union[int, Sequence[int]], guidance_dim: int,
                  fusion_stages: Sequence[int], outputs_per_prompt: int = 1, deep_supervision: bool = True,
-                 nonlin_first: bool = False, final_dot: bool = False):
+                 nonlin_first: bool = False, final_dot: bool = False, light_stages: Sequence[int] = (),
+                 light_channels: int = 8):
         super().__init__()
         chans = list(encoder.output_channels)
         n_dec = len(chans) - 1
@@ -39,20 +42,47 @@ class TextFusionDecoder(nn.Module):
         self.final_dot = final_dot
         transpconv = get_matching_convtransp(conv_op=encoder.conv_op)
 
+        self.num_stages = n_dec
+        self.light_stages = tuple(sorted(light_stages))
+        n_deep = n_dec - len(self.light_stages)
+
+        def conv_stage(s: int, in_c: int, out_c: int, n_conv: int, kernel) -> nn.Module:
+            return StackedConvBlocks(n_conv, encoder.conv_op, in_c, out_c, kernel, 1, encoder.conv_bias,
+                                     encoder.norm_op, encoder.norm_op_kwargs, encoder.dropout_op,
+                                     encoder.dropout_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs, nonlin_first)
+
+        # per-prompt stages (all of them unless light stages are asked for)
         self.transpconvs, self.stages, self.seg_layers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         below = chans[-1]
-        for s in range(n_dec):
+        for s in range(n_deep):
             skip_c, stride = chans[-(s + 2)], encoder.strides[-(s + 1)]
             self.transpconvs.append(transpconv(below, skip_c, stride, stride, bias=encoder.conv_bias))
-            self.stages.append(StackedConvBlocks(
-                n_conv_per_stage[s], encoder.conv_op, 2 * skip_c, skip_c, encoder.kernel_sizes[-(s + 2)], 1,
-                encoder.conv_bias, encoder.norm_op, encoder.norm_op_kwargs, encoder.dropout_op,
-                encoder.dropout_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs, nonlin_first))
+            self.stages.append(conv_stage(s, 2 * skip_c, skip_c, n_conv_per_stage[s], encoder.kernel_sizes[-(s + 2)]))
             out_c = skip_c + (guidance_dim if s in self.fusion_stages else 0)
             # heads are always built (so weights load with or without deep supervision)
             if not (final_dot and s == n_dec - 1):
                 self.seg_layers.append(encoder.conv_op(out_c, outputs_per_prompt, 1, 1, 0, bias=True))
             below = out_c
+        if self.light_stages:
+            # an image-only decoder, run once per image: its top stages are the features the prompts share
+            self.shared_transpconvs, self.shared_stages = nn.ModuleList(), nn.ModuleList()
+            shared_below = chans[-1]
+            for s in range(n_dec):
+                skip_c, stride = chans[-(s + 2)], encoder.strides[-(s + 1)]
+                self.shared_transpconvs.append(transpconv(shared_below, skip_c, stride, stride,
+                                                          bias=encoder.conv_bias))
+                self.shared_stages.append(conv_stage(s, 2 * skip_c, skip_c, n_conv_per_stage[s],
+                                                     encoder.kernel_sizes[-(s + 2)]))
+                shared_below = skip_c
+            # the thin per-prompt path: upsample the prompt's state, add its dot products with the shared
+            # features, mix by a 1x1x1 convolution
+            self.light_up, self.light_mix = nn.ModuleList(), nn.ModuleList()
+            for s in self.light_stages:
+                stride = encoder.strides[-(s + 1)]
+                self.light_up.append(transpconv(below, light_channels, stride, stride, bias=encoder.conv_bias))
+                self.light_mix.append(conv_stage(s, 2 * light_channels, light_channels, 1, 1))
+                self.seg_layers.append(encoder.conv_op(light_channels, outputs_per_prompt, 1, 1, 0, bias=True))
+                below = light_channels
 
     def forward(self, skips: List[torch.Tensor], guidance: List[Optional[torch.Tensor]], num_prompts: int):
         """skips: encoder outputs (B, C_k, ...), bottleneck last; guidance[s]: (B, N, G, C_s) or None.
@@ -62,7 +92,7 @@ class TextFusionDecoder(nn.Module):
         """
         b = skips[0].shape[0]
         x, expanded, outs = skips[-1], False, []
-        last = len(self.stages) - 1
+        last = self.num_stages - 1
         for s in range(len(self.stages)):
             skip = skips[-(s + 2)]
             x = self.transpconvs[s](x)
@@ -77,6 +107,21 @@ class TextFusionDecoder(nn.Module):
                 outs.append(self._per_prompt(y, b, num_prompts, expanded))
             elif self.deep_supervision or s == last:
                 outs.append(self._per_prompt(self.seg_layers[s](x), b, num_prompts, expanded))
+        if self.light_stages:
+            shared = skips[-1]
+            for s in range(self.num_stages):
+                shared = self.shared_stages[s](torch.cat((self.shared_transpconvs[s](shared), skips[-(s + 2)]), 1))
+                if s < self.light_stages[0]:
+                    continue
+                i = s - self.light_stages[0]
+                if not expanded:
+                    x, expanded = expand_for_prompts(x, num_prompts), True
+                # (B, C, ...) x (B, N, L, C) -> (B*N, L, ...) without copying the shared features per prompt
+                t = guidance[s].to(shared.dtype)
+                d = torch.einsum("bc...,bnlc->bnl...", shared, t).flatten(0, 1)
+                x = self.light_mix[i](torch.cat((self.light_up[i](x), d), 1))
+                if self.deep_supervision or s == last:
+                    outs.append(self._per_prompt(self.seg_layers[s](x), b, num_prompts, expanded))
         outs = outs[::-1]
         return outs if self.deep_supervision else outs[0]
 

@@ -46,12 +46,15 @@ class TextPromptableUNet(nn.Module):
         if final_dot and config.outputs_per_prompt != 1:
             raise ValueError("final_output 'dot' gives one output per prompt")
         heads = {s: (config.guidance_dim, dec_chans[s]) for s in fusion}
+        light = config.resolved_light_stages(len(dec_chans))
+        heads.update({s: (config.light_channels, dec_chans[s]) for s in light})
         if final_dot:
             heads[len(dec_chans) - 1] = (1, dec_chans[-1])
         self.adapters = nn.ModuleDict({str(s): StageAdapter(config.prompt_dim, config.adapter_hidden, g, c)
                                        for s, (g, c) in heads.items()})
         self.decoder = TextFusionDecoder(encoder, n_conv_per_stage_decoder, config.guidance_dim, fusion,
-                                         config.outputs_per_prompt, deep_supervision, nonlin_first, final_dot)
+                                         config.outputs_per_prompt, deep_supervision, nonlin_first, final_dot,
+                                         light, config.light_channels)
 
     def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
         return self.encoder(x)
@@ -64,7 +67,7 @@ class TextPromptableUNet(nn.Module):
             raise ValueError(f"text must be (B={b}, N, {self.config.text_dim}) or (N, {self.config.text_dim}), "
                              f"got {tuple(text.shape)}")
         q = self.prompt_decoder(text, skips[self.config.attend_stage])  # (B, N, D)
-        guidance: List[Optional[torch.Tensor]] = [None] * len(self.decoder.stages)
+        guidance: List[Optional[torch.Tensor]] = [None] * self.decoder.num_stages
         for s, adapter in self.adapters.items():
             guidance[int(s)] = adapter(q)  # (B, N, G, C_s)
         return self.decoder(skips, guidance, text.shape[1])

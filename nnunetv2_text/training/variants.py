@@ -74,6 +74,18 @@ class TextFusionTrainer_noForeign(TextFusionTrainer):
     foreign_prompt_probability = 0.0
 
 
+class TextFusionTrainer_light(TextFusionTrainer):
+    """The two highest-resolution decoder stages shared by all prompts (issue #14; docs/PERFORMANCE.md)."""
+
+    network_overrides = {"light_stages": 2}
+
+
+class TextFusionTrainer_demoLight(TextFusionTrainer_demo):
+    """The demo's schedule with the light decoder (benchmarks/light_decoder.py compares the two)."""
+
+    network_overrides = {**TextFusionTrainer_demo.network_overrides, "light_stages": 2}
+
+
 class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
     """The demo's schedule without foreign prompts (benchmarks/robustness.py compares the two)."""
 

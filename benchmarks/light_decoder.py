@@ -1,0 +1,120 @@
+"""Issue #14: Dice of the light decoder (top decoder stages shared by all prompts) against today's decoder,
+same data, same plans, same schedule, one after the other on the same machine. Writes a section of
+docs/RESULTS.md; the speed side is benchmarks/train_step.py and predict_prompts.py with ``--designs``.
+
+Every step is the real command (dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_text_embed ->
+nnUNetv2_train, once per trainer -> nnUNetv2_text_predict with every single-label concept's main term).
+nnU-Net does not seed its data loading, so two runs of one trainer differ too; ``--repeats`` trains each
+trainer more than once (fold all each time, a fresh results folder) to show that spread.
+
+    python benchmarks/light_decoder.py --dataset toy --workdir /tmp/light_toy --device cpu
+    python benchmarks/light_decoder.py --dataset mni152 --workdir /tmp/light_mni --device cpu --spacing 6
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from nnunetv2_text.demo.pipeline import command, dice_table, nnunet_env, run
+from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_name, write_section  # noqa: E402
+from robustness import prepare  # noqa: E402  (the same dataset preparation as the robustness benchmark)
+
+HERE = Path(__file__).resolve().parent
+TRAINERS = {"today's decoder (every stage per prompt)": "TextFusionTrainer_demo",
+            "light decoder (top 2 stages shared)": "TextFusionTrainer_demoLight"}
+
+
+def summarise(rows: List[Dict]) -> Dict:
+    """Mean Dice per concept over the cases where it is present, and absent structures predicted empty."""
+    per: Dict[str, List[float]] = {}
+    absent = absent_empty = 0
+    for r in rows:
+        if r["present"]:
+            per.setdefault(r["concept"], []).append(r["dice"])
+        else:
+            absent += 1
+            absent_empty += r["pred_voxels"] == 0
+    concepts = {c: float(np.mean(v)) for c, v in sorted(per.items())}
+    return {"concepts": concepts, "mean": float(np.mean(list(concepts.values()))), "absent": absent,
+            "absent_empty": absent_empty}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=("toy", "mni152"), default="toy")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--test", type=int, default=8, help="held-out cases")
+    p.add_argument("--spacing", type=float, default=6.0, help="MNI152 spacing in mm")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--out", default=str(HERE.parent / "docs" / "RESULTS.md"))
+    args = p.parse_args(argv)
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = nnunet_env(work)
+    log = work / "light_decoder.log"
+    raw, did, plans, vocab_name = prepare(args.dataset, work, env, log, args.test, args.spacing)
+    vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
+    prompts = [c.main for c in vocab.concepts if len(c.labels) == 1]
+    prompt_file = work / "prompts.txt"
+    prompt_file.write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    results: Dict[str, List[Dict]] = {}
+    for label, trainer in TRAINERS.items():
+        for rep in range(args.repeats):
+            results_dir = Path(env["nnUNet_results"])
+            for old in results_dir.glob(f"Dataset{did}_*/{trainer}__*"):  # a repeat trains from scratch
+                shutil.rmtree(old)
+            t = time.time()
+            run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", trainer, "-p", plans,
+                 "-device", args.device], env, log)
+            train_s = time.time() - t
+            pred = work / f"pred_{trainer}_{rep}"
+            shutil.rmtree(pred, ignore_errors=True)
+            t = time.time()
+            run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--prompts",
+                 str(prompt_file), "-d", str(did), "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", plans,
+                 "-device", args.device, "-npp", "1", "-nps", "1"], env, log)
+            summary = summarise(dice_table(pred, raw / "labelsTs", vocab_name))
+            summary.update(train_s=train_s, predict_s=time.time() - t)
+            results.setdefault(label, []).append(summary)
+            (work / "results.json").write_text(json.dumps(results, indent=1))
+    concepts = sorted({c for runs in results.values() for r in runs for c in r["concepts"]})
+    lines = [f"<!-- light-decoder-{args.dataset} -->",
+             f"## Light decoder against today's decoder: {args.dataset} ({datetime.date.today().isoformat()}, "
+             f"{device_name(torch.device(args.device))})", "",
+             f"Command: `python benchmarks/light_decoder.py --dataset {args.dataset} --device {args.device} "
+             f"--test {args.test} --repeats {args.repeats}" + (f" --spacing {args.spacing:g}`" if args.dataset ==
+                                                              "mni152" else "`") +
+             f". Plans `{plans}`, fold all, the demo schedule (800 steps, lr 3e-3) for both; Dice of each "
+             f"single-label concept's main term on the {args.test} held-out cases where it is present.", "",
+             "| decoder | run | " + " | ".join(concepts) + " | mean | absent predicted empty | training s |",
+             "|---|---|" + "---|" * len(concepts) + "---|---|---|"]
+    for label, runs in results.items():
+        for i, r in enumerate(runs):
+            lines.append(f"| {label} | {i + 1} | " + " | ".join(f"{r['concepts'].get(c, float('nan')):.3f}"
+                                                              for c in concepts)
+                         + f" | {r['mean']:.3f} | {r['absent_empty']}/{r['absent']} | {r['train_s']:.0f} |")
+    means = {label: float(np.mean([r["mean"] for r in runs])) for label, runs in results.items()}
+    (base, b), (light, li) = list(means.items())
+    lines += ["", f"Mean Dice over runs: {base} {b:.3f}, {light} {li:.3f} (difference {li - b:+.3f}; "
+                  f"target: within 0.01).", "", f"<!-- /light-decoder-{args.dataset} -->"]
+    text = "\n".join(lines)
+    write_section(Path(args.out), f"light-decoder-{args.dataset}", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
