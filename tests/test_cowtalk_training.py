@@ -69,3 +69,83 @@ def test_iterative_refinement_keeps_every_step(cowtalk_model, nnunet_env, tmp_pa
         np.testing.assert_allclose(img.GetDirection(), src.GetDirection())
         values = set(np.unique(sitk.GetArrayFromImage(img)).tolist())
         assert values <= set(range(13)) | {15}, values  # exported in TopCoW ids (13 -> 15)
+
+
+def _case_copy(raw: Path, tmp_path: Path, name: str = "in"):
+    """A copy of the first training case's channel files, and that case's id."""
+    case = sorted(p.name[:-12] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))[0]
+    inp = tmp_path / name
+    inp.mkdir()
+    for f in (raw / "imagesTr").glob(f"{case}_*.nii.gz"):
+        (inp / f.name).write_bytes(f.read_bytes())
+    return case, inp
+
+
+def _refine(model, env, inp, out, instructions, *extra, check=True):
+    return run_cli([cli("nnUNetv2_text_predict"), "-i", str(inp), "-o", str(out), "--instructions",
+                    str(instructions), "-d", str(COWTALK_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p",
+                    COWTALK_PLANS, "-device", "cpu", *extra], env, check=check)
+
+
+def test_no_change_and_empty_rounds_return_the_input_shape_exactly(cowtalk_model, nnunet_env, tmp_path):
+    raw = cowtalk_model["raw"]
+    case, inp = _case_copy(raw, tmp_path)
+    instructions = tmp_path / "i.json"
+    instructions.write_text(json.dumps({"cases": {case: ["No correction is needed.", ""]}}))
+    out = tmp_path / "out"
+    _refine(cowtalk_model, nnunet_env, inp, out, instructions)
+    shape_channels = json.loads((raw / "dataset.json").read_text())["cowtalk"]["shape_channels"]
+    expected = None
+    for ch, original in shape_channels.items():
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(inp / f"{case}_{int(ch):04d}.nii.gz")))
+        expected = np.zeros(arr.shape, np.int32) if expected is None else expected
+        expected[(arr > 0.5) & (expected == 0)] = int(original)
+    steps = json.loads((out / "refinement.json").read_text())["cases"][case]["steps"]
+    assert [s["network_ran"] for s in steps] == [False, False]
+    for s in steps:
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / s["file"]))), expected)
+
+
+def test_bad_refinement_input_is_refused_before_anything_is_written(cowtalk_model, nnunet_env, tmp_path):
+    raw = cowtalk_model["raw"]
+    case, inp = _case_copy(raw, tmp_path)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Thin the basilar artery.\n")
+    out = tmp_path / "out"
+    # a prompt file for a refinement model
+    res = run_cli([cli("nnUNetv2_text_predict"), "-i", str(inp), "-o", str(out), "--prompts", str(prompts), "-d",
+                   str(COWTALK_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", COWTALK_PLANS,
+                   "-device", "cpu"], nnunet_env, check=False)
+    assert res.returncode == 2 and "refinement model" in res.stderr and not out.exists()
+    # more rounds than --max_rounds
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps({"cases": {case: ["Thin the basilar artery."] * 3}}))
+    res = _refine(cowtalk_model, nnunet_env, inp, out, many, "--max_rounds", "2", check=False)
+    assert res.returncode == 2 and f"case '{case}': 3 instructions" in res.stderr and not out.exists()
+    # a shape channel that is not binary
+    one = tmp_path / "one.txt"
+    one.write_text("Thin the basilar artery.")
+    f = inp / f"{case}_0001.nii.gz"
+    img = sitk.ReadImage(str(f))
+    arr = sitk.GetArrayFromImage(img)
+    arr.flat[0] = 3
+    bad = sitk.GetImageFromArray(arr)
+    bad.CopyInformation(img)
+    sitk.WriteImage(bad, str(f))
+    res = _refine(cowtalk_model, nnunet_env, inp, out, one, check=False)
+    assert res.returncode == 2 and f"case '{case}': shape channel 1" in res.stderr and f.name in res.stderr
+    assert not out.exists() or not any(out.rglob("*.nii.gz"))
+    # a missing shape channel
+    f.unlink()
+    res = _refine(cowtalk_model, nnunet_env, inp, out, one, check=False)
+    assert res.returncode == 2 and case in res.stderr and not any(out.rglob("*.nii.gz"))
+
+
+def test_instructions_for_a_text_model_are_refused(toy_dataset, trained_model, nnunet_env, tmp_path):
+    one = tmp_path / "one.txt"
+    one.write_text("Thin the basilar artery.")
+    out = tmp_path / "out"
+    args = predict_args(toy_dataset, trained_model, toy_dataset["raw"] / "imagesTs", out, one)
+    args[args.index("--prompts")] = "--instructions"
+    res = run_cli(args, nnunet_env, check=False)
+    assert res.returncode == 2 and "not a refinement model" in res.stderr and not out.exists()

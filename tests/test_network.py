@@ -206,3 +206,43 @@ def test_light_stage_config_checks():
     with pytest.raises(ValueError, match="final_output"):
         net_for(4, light_stages=1, final_output="dot")
     assert TextNetworkConfig(text_dim=8, light_stages=2).resolved_fusion_stages(4) == (0, 1)
+
+
+def refiner_input(b: int = 2, size: int = 16) -> tuple:
+    """Image + two non-overlapping binary shape channels, and the label map they hold."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, 3, size, size, size, generator=g)
+    labels = torch.randint(0, 3, (b, size, size, size), generator=g)
+    x[:, 1], x[:, 2] = (labels == 1).float(), (labels == 2).float()
+    return x, labels
+
+
+def test_refiner_returns_its_input_shape_exactly_at_initialisation():
+    """Issue #13: do no harm by construction; the correction heads start at zero."""
+    net = net_for(4, in_ch=3, outputs_per_prompt=3, shape_prior_channels=(1, 2), shape_prior_logit=4.0)
+    x, labels = refiner_input()
+    out = net(x, torch.randn(2, 1, 24))
+    assert torch.equal(out[0].argmax(1), labels)
+    assert all(torch.isfinite(o).all() for o in out) and out[1].shape[2:] == (8, 8, 8)
+    with pytest.raises(ValueError, match="decodes with its input"):
+        net.decode(net.encode(x), torch.randn(2, 1, 24))
+    # the correction learns: a few steps towards another label map move the output towards it
+    target, text = (labels + 1) % 3, torch.randn(2, 1, 24)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(15):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x, text)[0], target).backward()
+        opt.step()
+    with torch.no_grad():
+        assert (net(x, text)[0].argmax(1) == target).float().mean() > 0.2
+    # without the prior (the old design), an untrained network does not reproduce its input
+    plain = net_for(4, in_ch=3, outputs_per_prompt=3)
+    with torch.no_grad():
+        assert not torch.equal(plain(x, torch.randn(2, 1, 24))[0].argmax(1), labels)
+
+
+def test_refiner_prior_checks_its_channels():
+    with pytest.raises(ValueError, match="foreground classes"):
+        net_for(3, in_ch=3, outputs_per_prompt=3, shape_prior_channels=(1,))
+    cfg = TextNetworkConfig(text_dim=8, outputs_per_prompt=3, shape_prior_channels=(1, -1))
+    assert TextNetworkConfig.from_dict(cfg.to_dict()) == cfg

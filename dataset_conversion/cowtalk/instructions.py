@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Union
 
 import numpy as np
 
+from nnunetv2_text.text.instructions import NO_CHANGE_LONG, NO_CHANGE_SHORT
+
 from .constants import CLASS_TERMS, ERROR_TYPES, TOPCOW_LABELS
 
 logger = logging.getLogger(__name__)
@@ -44,8 +46,7 @@ _DESCRIPTION = {
 }
 
 _SHORT = {
-    "none": ["The segmentation is correct; leave it unchanged.", "No correction is needed.",
-             "Keep the segmentation as it is.", "Nothing to fix; leave the vessels unchanged."],
+    "none": list(NO_CHANGE_SHORT),
     "global_thickening": ["Thin the {short}.", "Make the {short} thinner.", "Reduce the thickness of the {short}."],
     "global_thinning": ["Thicken the {short}.", "Make the {short} thicker.", "Widen the {short}."],
     "missing": ["Add the {short}.", "Segment the missing {short}.", "The {short} is missing; add it."],
@@ -60,9 +61,7 @@ _SHORT = {
 }
 
 _LONG = {
-    "none": ["All vessel segments look correct, so leave the segmentation unchanged.",
-             "The segmentation matches the anatomy; make no changes.",
-             "Every segment is complete and correctly sized; keep the segmentation unchanged."],
+    "none": list(NO_CHANGE_LONG),
     "global_thickening": ["The {full} is too thick along its whole length; thin it by about {n} {vox}.",
                           "Along its entire course the {full} is dilated; shrink it inward by about {n} {vox}.",
                           "Make the whole {full} thinner, by about {n} {vox} in radius."],

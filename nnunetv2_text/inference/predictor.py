@@ -214,12 +214,12 @@ class TextPredictor(nnUNetPredictor):
         return TextNetworkConfig.from_dict(self.text_entry["network_config"])
 
     # ------------------------------------------------------------------ the per-tile hook
-    def _decode_all(self, skips: List[torch.Tensor]) -> torch.Tensor:
+    def _decode_all(self, skips: List[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         text = self._text.to(skips[0].device)
         outs, i, bs = [], 0, max(1, self.prompt_batch_size)
         while i < text.shape[0]:
             try:
-                outs.append(self.network.decode(skips, text[i:i + bs]))
+                outs.append(self.network.decode(skips, text[i:i + bs], x))
                 i += bs
             except torch.cuda.OutOfMemoryError:
                 if bs == 1:
@@ -234,12 +234,13 @@ class TextPredictor(nnUNetPredictor):
     def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
         if self._text is None:
             raise RuntimeError("set_prompts() must be called before predicting")
-        prediction = self._decode_all(self.network.encode(x))
+        prediction = self._decode_all(self.network.encode(x), x)
         axes = self.allowed_mirroring_axes if self.use_mirroring else None
         if axes:
             combos = [c for k in range(len(axes)) for c in itertools.combinations([a + 2 for a in axes], k + 1)]
             for c in combos:
-                prediction += torch.flip(self._decode_all(self.network.encode(torch.flip(x, c))), c)
+                flipped = torch.flip(x, c)
+                prediction += torch.flip(self._decode_all(self.network.encode(flipped), flipped), c)
             prediction /= len(combos) + 1
         return prediction
 

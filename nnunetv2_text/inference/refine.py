@@ -5,7 +5,9 @@ instruction, and returns a multi-class label map. Iterating feeds that map back 
 channels: with a list of instruction chunks, one step per chunk (CoWTalk found splitting long
 instructions helps); with ``iterations`` > 1 and one instruction, the same instruction repeatedly.
 Every step's output is kept (``steps/<case>_step<k>.nii.gz``) and the last is also ``<case>.nii.gz``;
-label ids are mapped back to the dataset's original convention (e.g. 13 -> 15 for TopCoW's 3rd-A2).
+label ids are mapped back to the dataset's original convention (e.g. 13 -> 15 for TopCoW's 3rd-A2). The
+rounds of a case share a state (:class:`Refiner`); an empty or no-change instruction returns the shape as
+it is.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import torch
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.prompt_file import PromptFileError
-from nnunetv2_text.text.instructions import contiguous_id, contiguous_to_original, original_to_contiguous
+from nnunetv2_text.text.instructions import (contiguous_id, contiguous_to_original, is_no_change,
+                                             original_to_contiguous)
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
 
 
@@ -41,10 +44,13 @@ def read_instruction_file(path) -> Dict[str, Union[str, List[str]]]:
             out["*"] = obj["default"]
     else:
         out = {"*": raw.strip()}
+        if not out["*"]:
+            raise PromptFileError(f"{path}: empty instruction file")
     for case, v in out.items():
         chunks = [v] if isinstance(v, str) else v
-        if not chunks or any(not isinstance(c, str) or not c.strip() for c in chunks):
-            raise PromptFileError(f"{path}: case '{case}': empty instruction")
+        # an explicit "" in JSON is a round without an instruction: the shape is kept as it is
+        if not isinstance(chunks, list) or not chunks or any(not isinstance(c, str) for c in chunks):
+            raise PromptFileError(f"{path}: case '{case}': give an instruction text or a list of them")
     return out
 
 
@@ -56,7 +62,15 @@ def instruction_steps(spec: Dict[str, Union[str, List[str]]], case: str, iterati
 
 
 class Refiner:
-    """Wraps a :class:`TextPredictor` holding a multi-class refinement model."""
+    """Wraps a :class:`TextPredictor` holding a multi-class refinement model.
+
+    A session of rounds keeps a state: the running log-probabilities of every class (in the input's
+    layout). Each round's network sees the current shape (the state's argmax, as in training) and the
+    round's instruction; its correction is its log-probabilities minus those of the shape prior alone (what
+    an unchanged shape would give), and adds to the state. So a round builds on what earlier rounds were
+    sure of instead of re-deciding every voxel from the hard map alone, and a round whose instruction asks
+    for nothing (empty, or a no-change sentence) leaves the state and the shape exactly as they are.
+    """
 
     def __init__(self, predictor):
         self.p = predictor
@@ -66,9 +80,33 @@ class Refiner:
         self.shape_channels = {int(ch): int(v) for ch, v in ct["shape_channels"].items()}  # channel -> original id
         self.to_original = contiguous_to_original(predictor.dataset_json)
         self.to_contiguous = original_to_contiguous(predictor.dataset_json)
+        self.num_classes = predictor.network_config.outputs_per_prompt
+        self.prior_logit = predictor.network_config.shape_prior_logit \
+            if predictor.network_config.shape_prior_channels is not None else 0.0
+
+    def check_shapes(self, case: str, files: Sequence[str], data: np.ndarray) -> None:
+        """A shape channel must be binary: anything else is a user's mistake, named before any output."""
+        for ch in self.shape_channels:
+            values = np.unique(data[ch])
+            if not np.isin(values, (0, 1)).all():
+                raise UserInputError(f"case '{case}': shape channel {ch} ({files[ch]}) is not binary "
+                                     f"(values {values[:5].tolist()}{' ...' if len(values) > 5 else ''})")
+
+    def shape_of(self, data: np.ndarray) -> np.ndarray:
+        """The label map (contiguous ids) that the shape channels hold."""
+        seg = np.zeros(data.shape[1:], np.uint8 if self.num_classes < 256 else np.uint16)
+        for ch, original in sorted(self.shape_channels.items()):
+            seg[(data[ch] > 0.5) & (seg == 0)] = contiguous_id(self.to_contiguous, original)
+        return seg
+
+    def prior_log_probs(self, seg: np.ndarray) -> np.ndarray:
+        """log softmax of the network's shape prior for this label map (zero correction)."""
+        logits = np.zeros((self.num_classes,) + seg.shape, np.float32)
+        np.put_along_axis(logits, seg[None].astype(np.int64), self.prior_logit, 0)
+        return logits - np.log(np.exp(logits).sum(0, keepdims=True))
 
     def step(self, data: np.ndarray, props: dict, instruction: str) -> np.ndarray:
-        """One refinement: raw channels (C, *spatial) -> label map (contiguous ids) in the input layout."""
+        """One refinement: raw channels (C, *spatial) -> probabilities (K, *spatial) in the input layout."""
         from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
         p = self.p
@@ -77,8 +115,9 @@ class Refiner:
                                         p.dataset_json)
         logits = p.predict_case_logits(torch.from_numpy(d).float(), p.embed_prompts([instruction]))
         lm = p.plans_manager.get_label_manager(p.dataset_json)
-        return convert_predicted_logits_to_segmentation_with_correct_shape(
-            logits, p.plans_manager, p.configuration_manager, lm, pprops)
+        _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, p.plans_manager, p.configuration_manager, lm, pprops, return_probabilities=True)
+        return probs
 
     def feed_back(self, data: np.ndarray, seg: np.ndarray) -> np.ndarray:
         out = data.copy()
@@ -86,13 +125,23 @@ class Refiner:
             out[ch] = (seg == contiguous_id(self.to_contiguous, original)).astype(data.dtype)
         return out
 
-    def refine(self, files: Sequence[str], steps: Sequence[str]):
-        """-> ([label map per step], properties of the input images)."""
+    def refine(self, files: Sequence[str], steps: Sequence[str], case: str = "?"):
+        """-> ([(label map, changed by this round?) per round], properties of the input images)."""
         data, props = self.p.plans_manager.image_reader_writer_class().read_images(list(files))
+        self.check_shapes(case, files, data)
+        seg = self.shape_of(data)
+        state = self.prior_log_probs(seg)
         outs = []
         for instruction in steps:
-            seg = self.step(data, props, instruction)
-            outs.append(seg)
+            if is_no_change(instruction):
+                outs.append((seg, False))
+                continue
+            probs = self.step(data, props, instruction).astype(np.float32)
+            # this round's correction, relative to what the unchanged shape alone would give
+            state = state + np.log(np.clip(probs, 1e-6, None)) - self.prior_log_probs(seg)
+            state -= state.max(0, keepdims=True)  # keep the running sum bounded; the argmax is unchanged
+            seg = state.argmax(0).astype(seg.dtype)
+            outs.append((seg, True))
             data = self.feed_back(data, seg)
         return outs, props
 
@@ -103,22 +152,32 @@ class Refiner:
         return out
 
 
-def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, spec, iterations: int = 1) -> dict:
+def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, spec, iterations: int = 1,
+                  max_rounds: int = 10) -> dict:
+    """Refine every case, one round per instruction, saving every round's label map; every case's rounds
+    and shape channels are checked before anything is written."""
     refiner = Refiner(predictor)
-    steps_of = {c: instruction_steps(spec, c, iterations) for c in cases}  # all checked before writing
+    steps_of = {c: instruction_steps(spec, c, iterations) for c in cases}
+    for case, steps in steps_of.items():
+        if len(steps) > max_rounds:
+            raise UserInputError(f"case '{case}': {len(steps)} instructions, more than --max_rounds {max_rounds}")
     rw = predictor.plans_manager.image_reader_writer_class()
-    ending = predictor.dataset_json["file_ending"]
-    manifest = {"format": "nnunetv2_text.refinement", "version": 1, "cases": {}}
     for case, files in cases.items():
-        outs, props = refiner.refine(files, steps_of[case])
-        entry = []
-        for k, (seg, instr) in enumerate(zip(outs, steps_of[case])):
+        refiner.check_shapes(case, files, rw.read_images(list(files))[0])
+    ending = predictor.dataset_json["file_ending"]
+    manifest = {"format": "nnunetv2_text.refinement", "version": 2, "cases": {}}
+    for case, files in cases.items():
+        outs, props = refiner.refine(files, steps_of[case], case)
+        entry, previous = [], None
+        for k, ((seg, ran), instr) in enumerate(zip(outs, steps_of[case])):
             name = f"steps/{case}_step{k + 1}{ending}"
             with atomic_path(Path(output_folder) / name) as tmp:
                 rw.write_seg(refiner.to_original_ids(seg), tmp, props)
-            entry.append({"step": k + 1, "instruction": instr, "file": name})
+            entry.append({"step": k + 1, "instruction": instr, "file": name, "network_ran": ran,
+                          "changed_voxels": None if previous is None else int((seg != previous).sum())})
+            previous = seg
         with atomic_path(Path(output_folder) / f"{case}{ending}") as tmp:
-            rw.write_seg(refiner.to_original_ids(outs[-1]), tmp, props)
+            rw.write_seg(refiner.to_original_ids(outs[-1][0]), tmp, props)
         manifest["cases"][case] = {"final": f"{case}{ending}", "steps": entry}
     atomic_write_json(Path(output_folder) / "refinement.json", manifest)
     return manifest

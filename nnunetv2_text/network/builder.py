@@ -54,4 +54,6 @@ def build_text_network(arch_kwargs: Mapping, requires_import: Iterable[str], num
                              nonlin_first=kw.get("nonlin_first", False))
     if initialize:
         net.apply(net.initialize)
+        if config.shape_prior_channels is not None:
+            net.zero_output_heads()
     return net

@@ -46,6 +46,12 @@ class TextNetworkConfig:
     #: (issue #14). 0: every stage from the first fused one on runs per prompt (VoxTell's design)
     light_stages: int = 0
     light_channels: int = 8
+    #: refinement models (CoWTalk): the input channel holding the current shape of each output class 1..K-1
+    #: (-1: none). The output is then ``shape_prior_logit`` x the input's one-hot shape plus a learned
+    #: correction whose heads start at zero, so an untrained refiner returns its input exactly and training
+    #: only has to learn the edit an instruction asks for (issue #13)
+    shape_prior_channels: Optional[Tuple[int, ...]] = None
+    shape_prior_logit: float = 4.0
 
     def resolved_light_stages(self, num_decoder_stages: int) -> Tuple[int, ...]:
         if self.light_stages == 0:
@@ -80,8 +86,9 @@ class TextNetworkConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["fusion_stages"] is not None:
-            d["fusion_stages"] = list(d["fusion_stages"])
+        for k in ("fusion_stages", "shape_prior_channels"):
+            if d[k] is not None:
+                d[k] = list(d[k])
         return d
 
     @classmethod
@@ -91,8 +98,9 @@ class TextNetworkConfig:
         if unknown:
             raise ValueError(f"unknown text network config keys {sorted(unknown)} (written by a newer version?)")
         d = dict(d)
-        if d.get("fusion_stages") is not None:
-            d["fusion_stages"] = tuple(d["fusion_stages"])
+        for k in ("fusion_stages", "shape_prior_channels"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
         return cls(**d)
 
 

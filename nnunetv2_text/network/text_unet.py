@@ -52,6 +52,9 @@ class TextPromptableUNet(nn.Module):
             heads[len(dec_chans) - 1] = (1, dec_chans[-1])
         self.adapters = nn.ModuleDict({str(s): StageAdapter(config.prompt_dim, config.adapter_hidden, g, c)
                                        for s, (g, c) in heads.items()})
+        if config.shape_prior_channels is not None and len(config.shape_prior_channels) != config.outputs_per_prompt - 1:
+            raise ValueError(f"shape_prior_channels names {len(config.shape_prior_channels)} channels for "
+                             f"{config.outputs_per_prompt - 1} foreground classes")
         self.decoder = TextFusionDecoder(encoder, n_conv_per_stage_decoder, config.guidance_dim, fusion,
                                          config.outputs_per_prompt, deep_supervision, nonlin_first, final_dot,
                                          light, config.light_channels)
@@ -59,7 +62,9 @@ class TextPromptableUNet(nn.Module):
     def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
         return self.encoder(x)
 
-    def decode(self, skips: List[torch.Tensor], text: torch.Tensor):
+    def decode(self, skips: List[torch.Tensor], text: torch.Tensor, image: Optional[torch.Tensor] = None):
+        """Logits for each prompt; ``image`` (the network input) is needed only by refinement models, whose
+        output adds the one-hot prior of the shape in the input's channels (``shape_prior_channels``)."""
         b = skips[0].shape[0]
         if text.ndim == 2:
             text = text.unsqueeze(0).expand(b, -1, -1)
@@ -70,14 +75,48 @@ class TextPromptableUNet(nn.Module):
         guidance: List[Optional[torch.Tensor]] = [None] * self.decoder.num_stages
         for s, adapter in self.adapters.items():
             guidance[int(s)] = adapter(q)  # (B, N, G, C_s)
-        return self.decoder(skips, guidance, text.shape[1])
+        out = self.decoder(skips, guidance, text.shape[1])
+        if self.config.shape_prior_channels is None:
+            return out
+        if image is None:
+            raise ValueError("a refinement network decodes with its input (decode(skips, text, image))")
+        prior = self.shape_prior(image)
+        if isinstance(out, list):
+            return [o + self._at(prior, o, text.shape[1]) for o in out]
+        return out + self._at(prior, out, text.shape[1])
+
+    def shape_prior(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, K, ...) logits: ``shape_prior_logit`` on the class the input's shape channels give each voxel
+        (background where none does), 0 elsewhere; the argmax of the prior alone is the input shape."""
+        chans = self.config.shape_prior_channels
+        fg = torch.stack([(image[:, c] > 0.5) if c >= 0 else torch.zeros_like(image[:, 0], dtype=torch.bool)
+                          for c in chans], 1)
+        one_hot = torch.cat((~fg.any(1, keepdim=True), fg), 1).float()
+        # where two shape channels overlap, the first class wins, as the argmax of the prior picks it
+        first = one_hot.cumsum(1) <= 1
+        return (one_hot * first) * self.config.shape_prior_logit
+
+    @staticmethod
+    def _at(prior: torch.Tensor, like: torch.Tensor, n_prompts: int) -> torch.Tensor:
+        """The prior at a deep-supervision output's resolution, repeated for each prompt."""
+        if prior.shape[2:] != like.shape[2:]:
+            prior = torch.nn.functional.interpolate(prior, size=like.shape[2:], mode="area")
+        return prior.repeat(1, n_prompts, *([1] * (prior.ndim - 2))).to(like.dtype)
+
+    def zero_output_heads(self) -> None:
+        """With a shape prior the heads are the learned correction: starting at zero, an untrained refiner
+        returns its input shape exactly."""
+        for head in self.decoder.seg_layers:
+            torch.nn.init.zeros_(head.weight)
+            if head.bias is not None:
+                torch.nn.init.zeros_(head.bias)
 
     def forward(self, x: torch.Tensor, text: Optional[torch.Tensor] = None):
         if text is None:  # prompts bound beforehand, so code that calls network(x) (nnU-Net's) works
             text = self.bound_text
             if text is None:
                 raise ValueError("no text given and none bound (see bind_text)")
-        return self.decode(self.encode(x), text)
+        return self.decode(self.encode(x), text, x)
 
     @contextmanager
     def bind_text(self, text: torch.Tensor):

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              '{"cases": {"CASE": "text" | ["chunk 1", "chunk 2"]}, "default": ...}')
     p.add_argument("--iterations", type=int, default=1,
                    help="refinement: repeat a single instruction this many times (each output fed back)")
+    p.add_argument("--max_rounds", type=int, default=10,
+                   help="refinement: the most instructions (rounds) one case may have (default: 10)")
     p.add_argument("-d", help="dataset id or name (with -c, -tr, -p; or give the model folder with -m)")
     p.add_argument("-c", help="configuration, e.g. 3d_fullres")
     p.add_argument("-m", help="trained model folder (as nnUNetv2_predict_from_modelfolder's -m); replaces -d/-c/-tr/-p")
@@ -105,10 +107,13 @@ def main(argv=None) -> int:
                               prompt_batch_size=args.prompt_batch_size)
     folds = [f if f == "all" else int(f) for f in args.f]
     predictor.initialize_from_trained_model_folder(folder, folds, args.chk)
+    refinement_model = "cowtalk" in predictor.dataset_json
+    if refinement_model and not args.instructions:
+        raise UserInputError(f"{folder} is a refinement model (CoWTalk): give --instructions, not --prompts")
     if args.instructions:
         cases = list_input_cases(args.i, predictor.dataset_json["file_ending"], predictor.num_input_channels)
         mine = dict(list(cases.items())[args.part_id::args.num_parts])
-        manifest = refine_folder(predictor, mine, args.o, spec, args.iterations)
+        manifest = refine_folder(predictor, mine, args.o, spec, args.iterations, args.max_rounds)
     else:
         manifest = predict_folder(predictor, args.i, args.o, spec, args.save_probabilities,
                                   args.continue_prediction, args.npp, args.nps, args.part_id, args.num_parts,

@@ -17,6 +17,20 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
 
 NO_CHANGE = "The segmentation is correct; leave it unchanged."
+#: the sentences of the conversion's "none" variants: instructions that ask for no edit. A refiner answers
+#: them (and an empty instruction) by returning its input, without running the network
+NO_CHANGE_SHORT = (NO_CHANGE, "No correction is needed.", "Keep the segmentation as it is.",
+                   "Nothing to fix; leave the vessels unchanged.")
+NO_CHANGE_LONG = ("All vessel segments look correct, so leave the segmentation unchanged.",
+                  "The segmentation matches the anatomy; make no changes.",
+                  "Every segment is complete and correctly sized; keep the segmentation unchanged.")
+_NO_CHANGE_KEYS = {" ".join(t.casefold().rstrip(".!").split()) for t in NO_CHANGE_SHORT + NO_CHANGE_LONG}
+
+
+def is_no_change(instruction: str) -> bool:
+    """True for an empty instruction or one of the no-edit sentences (case and spacing ignored)."""
+    key = " ".join(instruction.casefold().strip().rstrip(".!").split())
+    return not key or key in _NO_CHANGE_KEYS
 INSTRUCTIONS_FILE = "instructions.json"
 
 

@@ -2,7 +2,9 @@
 
 Input: the image (channel 0, absent with ``--no-image``) and the erroneous shape as one binary channel
 per class; text: the case's instruction; output: the full multi-class label map (one prompt with K
-outputs: ``outputs_per_prompt`` = the dataset's classes), trained with nnU-Net's own Dice + CE.
+outputs: ``outputs_per_prompt`` = the dataset's classes), trained with nnU-Net's own Dice + CE. The
+output is the input shape as a logit prior plus a learned correction that starts at zero
+(``shape_prior_logit``), so the refiner starts from "change nothing" and learns only the edits.
 
 Augmentations of the CoWTalk paper, applied per sample and error at batch time:
 - with ``p_drop_error`` an error is dropped: its class channel shows the correct shape and its
@@ -37,6 +39,8 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
     num_positive_prompts = 1
     num_negative_prompts = 0
     foreign_prompt_probability = 0.0  # one instruction per sample, no negatives
+    #: logit of the input shape in the output (0: re-predict the label map from scratch, the old design)
+    shape_prior_logit: float = 4.0
 
     # ------------------------------------------------------------------ setup
     def load_text(self):
@@ -53,7 +57,12 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
                                  extra_texts=all_instruction_texts(self.instructions))
 
     def network_config_overrides(self) -> dict:
-        return {**self.network_overrides, "outputs_per_prompt": self.label_manager.num_segmentation_heads}
+        k = self.label_manager.num_segmentation_heads
+        prior = {}
+        if self.shape_prior_logit:
+            prior = {"shape_prior_channels": tuple(self.shape_channel_of.get(c, -1) for c in range(1, k)),
+                     "shape_prior_logit": float(self.shape_prior_logit)}
+        return {**self.network_overrides, "outputs_per_prompt": k, **prior}
 
     def _build_loss(self):
         return nnUNetTrainer._build_loss(self)  # nnU-Net's multi-class Dice + CE with deep supervision
@@ -113,6 +122,12 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
         validate_refinement(self)
 
 
+class CoWTalkRefineTrainer_noResidual(CoWTalkRefineTrainer):
+    """The label map re-predicted from scratch, without the input shape as a prior (the ablation)."""
+
+    shape_prior_logit = 0.0
+
+
 class CoWTalkRefineTrainer_5epochs(CoWTalkRefineTrainer):
     epochs = 5
 
@@ -121,5 +136,13 @@ class CoWTalkRefineTrainer_short(CoWTalkRefineTrainer):
     """200 steps: a CPU-sized trial run on the phantom (not a converged model)."""
 
     epochs = 5
+    iterations_per_epoch = 40
+    val_iterations_per_epoch = 2
+
+
+class CoWTalkRefineTrainer_cpu(CoWTalkRefineTrainer):
+    """800 steps: what benchmarks/cowtalk_refinement.py trains on a CPU (the demo's step count)."""
+
+    epochs = 20
     iterations_per_epoch = 40
     val_iterations_per_epoch = 2

@@ -7,5 +7,6 @@ always import them again. Point nnUNet_extTrainer at this folder: ``eval "$(nnUN
 from nnunetv2_text.training.trainer import TextFusionTrainer  # noqa: F401
 from nnunetv2_text.training.variants import *  # noqa: F401,F403
 from nnunetv2_text.training.cowtalk import (CoWTalkRefineTrainer, CoWTalkRefineTrainer_5epochs,  # noqa: F401
+                                           CoWTalkRefineTrainer_cpu, CoWTalkRefineTrainer_noResidual,
                                            CoWTalkRefineTrainer_short)
 from nnunetv2_text.training.voxtell import TextFusionTrainer_VoxTell  # noqa: F401
