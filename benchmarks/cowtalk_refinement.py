@@ -1,20 +1,35 @@
-"""CoWTalk on the phantom: per error type, Dice / clDice / Betti-0 of the erroneous input vs the refined
-output on held-out subjects (the paper's Table 1 / figure 6 layout), written to docs/COWTALK_RESULTS.md.
+"""CoWTalk on the phantom: does refinement repair what the instruction names, and only because of the text?
+
+Per error type, on held-out subjects, Dice / clDice / Betti-0 error of
+- the erroneous input,
+- the refined output with the case's own instruction (all its errors, one round),
+- a wrong instruction (the instruction of another held-out case whose error types and classes differ),
+- no instruction (an empty round; by construction it returns the input),
+- multi-round sessions: one error's instruction per round, rounds 1, 2 and 3 (a round without an error
+  left is empty),
+with the image and without it (``--no-image`` conversion), as in the paper's Table 1. Written to
+docs/COWTALK_RESULTS.md.
 
 Every step is the real command: phantom -> nnUNetv2_text_convert_cowtalk (with a train/test split) ->
 nnUNetv2_plan_and_preprocess (ResEncM) -> nnUNetv2_text_embed -> nnUNetv2_train -tr TRAINER ->
 nnUNetv2_text_predict --instructions -> nnUNetv2_text_evaluate --cowtalk.
 
-    python benchmarks/cowtalk_refinement.py --workdir /tmp/cowtalk --trainer CoWTalkRefineTrainer_5epochs \
-        --device cuda --subjects 10 --test 3 --variants 8
+    python benchmarks/cowtalk_refinement.py --workdir /tmp/cowtalk --trainer CoWTalkRefineTrainer_cpu \
+        --device cpu --subjects 7 --test 3 --variants 8 --small
+    python benchmarks/cowtalk_refinement.py --workdir /tmp/cowtalk --trainer CoWTalkRefineTrainer \
+        --device cuda --subjects 10 --test 3 --variants 15        # a GPU, nnU-Net's full schedule
 """
 from __future__ import annotations
 
 import csv
 import datetime
 import json
+import shutil
 import sys
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Dict, List
 
 import torch
 
@@ -24,12 +39,117 @@ from nnunetv2_text.demo.pipeline import command, nnunet_env, run
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, pipeline_parser, plan_resenc_m  # noqa: E402
 
-DATASET_ID = 993
+DATASET_IDS = {"image": 993, "no image": 992}
+ROUNDS = 3
+
+
+def test_cases(raw: Path) -> Dict[str, dict]:
+    return {json.loads(f.read_text())["case_id"]: json.loads(f.read_text())
+            for f in sorted((raw / "instructionsTs").glob("*.json"))}
+
+
+def wrong_instruction(case: str, recs: Dict[str, dict]) -> str:
+    """The instruction of the next held-out case whose error types and classes share nothing with this one."""
+    mine = recs[case]["errors"]
+    types, labels = {e["type"] for e in mine}, {e["label"] for e in mine}
+    order = list(recs)
+    i = order.index(case)
+    for other in order[i + 1:] + order[:i]:
+        theirs = recs[other]["errors"]
+        if all(e["type"] != "none" for e in theirs) and not types & {e["type"] for e in theirs} \
+                and not labels & {e["label"] for e in theirs}:
+            return recs[other]["instruction_short"]
+    raise RuntimeError(f"no held-out case has errors unlike those of {case}: use more --test or --variants")
+
+
+def evaluate(folder: Path, raw: Path, env: dict, log: Path) -> Dict[str, dict]:
+    report = folder.parent / f"report_{folder.name}"
+    run([command("nnUNetv2_text_evaluate"), "--cowtalk", str(raw), "-p", str(folder), "-r", str(raw / "labelsTs"),
+         "--vocab", str(raw / "vocabulary.json"), "-o", str(report)], env, log)
+    return {r["error_type"]: r for r in csv.DictReader(open(report / "cowtalk_table.csv"))}
+
+
+def run_mode(mode: str, args, topcow: Path, split: Path, work: Path, env: dict, log: Path) -> dict:
+    did = DATASET_IDS[mode]
+    run([command("nnUNetv2_text_convert_cowtalk"), "-i", str(topcow), "-d", str(did), "--variants",
+         str(args.variants), "--modality", "ct", "--split", str(split), "--overwrite"]
+        + (["--no-image"] if mode == "no image" else []), env, log)
+    raw = next(Path(env["nnUNet_raw"]).glob(f"Dataset{did}_*"))
+    plans = plan_resenc_m(did, raw, env, log, args.small)
+    run([command("nnUNetv2_text_embed"), "-d", str(did)], env, log)
+    t = time.time()
+    run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", args.trainer, "-p", plans,
+         "-device", args.device], env, log)
+    train_s = time.time() - t
+    recs = test_cases(raw)
+    conditions = {
+        "right": {c: r["instruction_short"] for c, r in recs.items()},
+        "wrong": {c: wrong_instruction(c, recs) for c in recs},
+        "none": {c: "" for c in recs},
+        "rounds": {c: ([e["instruction_short"] for e in r["errors"] if e["type"] != "none"] + [""] * ROUNDS)[:ROUNDS]
+                   for c, r in recs.items()},
+    }
+    out: Dict[str, Dict[str, dict]] = {}
+    mdir = work / mode.replace(" ", "_")
+    for name, spec in conditions.items():
+        ifile = mdir / f"instructions_{name}.json"
+        ifile.parent.mkdir(parents=True, exist_ok=True)
+        ifile.write_text(json.dumps({"cases": spec}))
+        pred = mdir / name
+        shutil.rmtree(pred, ignore_errors=True)
+        run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--instructions",
+             str(ifile), "-d", str(did), "-c", "3d_fullres", "-f", "all", "-tr", args.trainer, "-p", plans,
+             "-device", args.device], env, log)
+        if name != "rounds":
+            out[name] = evaluate(pred, raw, env, log)
+            continue
+        manifest = json.loads((pred / "refinement.json").read_text())
+        ending = next(iter(manifest["cases"].values()))["final"][len(next(iter(manifest["cases"]))):]
+        for k in range(1, ROUNDS + 1):
+            rdir = mdir / f"round{k}"
+            shutil.rmtree(rdir, ignore_errors=True)
+            rdir.mkdir()
+            for case, entry in manifest["cases"].items():
+                shutil.copy(pred / entry["steps"][k - 1]["file"], rdir / f"{case}{ending}")
+            out[f"round {k}"] = evaluate(rdir, raw, env, log)
+    coverage = Counter(e["type"] for r in recs.values() for e in r["errors"])
+    return {"tables": out, "coverage": dict(coverage), "train_s": train_s, "plans": plans, "cases": len(recs)}
+
+
+def fmt(v) -> str:
+    return f"{float(v):.3f}" if v not in ("", None, "nan") else "-"
+
+
+def section(mode: str, res: dict) -> List[str]:
+    t = res["tables"]
+    types = list(t["right"])
+    lines = [f"### {'With the image' if mode == 'image' else 'Without the image (--no-image)'}", "",
+             f"{res['cases']} held-out cases; training {res['train_s'] / 60:.1f} min. Error types among them "
+             f"(count of errors): " + ", ".join(f"{k} {v}" for k, v in sorted(res["coverage"].items())) + ".", "",
+             "| error type | cases | Dice in | right | wrong | none | clDice in | right | wrong | Betti-0 err in | right "
+             "| wrong |", "|---" * 12 + "|"]
+    for e in types:
+        r, w, n = t["right"][e], t["wrong"].get(e, {}), t["none"].get(e, {})
+        lines.append(f"| {e} | {r['n_cases']} | {fmt(r['dice_input'])} | {fmt(r['dice_refined'])} | "
+                     f"{fmt(w.get('dice_refined'))} | {fmt(n.get('dice_refined'))} | {fmt(r['cldice_input'])} | "
+                     f"{fmt(r['cldice_refined'])} | {fmt(w.get('cldice_refined'))} | {fmt(r['betti0_input'])} | "
+                     f"{fmt(r['betti0_refined'])} | {fmt(w.get('betti0_refined'))} |")
+    lines += ["", "Multi-round sessions (one error's instruction per round; an empty round when no error is left):",
+              "", "| error type | Dice in | round 1 | round 2 | round 3 | Betti-0 err in | round 1 | round 2 | round 3 |",
+              "|---" * 9 + "|"]
+    for e in types:
+        rr = [t[f"round {k}"].get(e, {}) for k in range(1, ROUNDS + 1)]
+        lines.append(f"| {e} | {fmt(t['right'][e]['dice_input'])} | " + " | ".join(fmt(x.get("dice_refined"))
+                                                                                  for x in rr)
+                     + f" | {fmt(t['right'][e]['betti0_input'])} | "
+                     + " | ".join(fmt(x.get("betti0_refined")) for x in rr) + " |")
+    return lines
 
 
 def main(argv=None) -> int:
-    p = pipeline_parser(__doc__, "CoWTalkRefineTrainer_5epochs", 10, 3, "docs/COWTALK_RESULTS.md")
+    p = pipeline_parser(__doc__, "CoWTalkRefineTrainer_cpu", 7, 3, "docs/COWTALK_RESULTS.md")
     p.add_argument("--variants", type=int, default=8)
+    p.add_argument("--modes", nargs="+", choices=tuple(DATASET_IDS), default=list(DATASET_IDS))
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     env = nnunet_env(work)
@@ -38,40 +158,22 @@ def main(argv=None) -> int:
     subjects = write_phantom_topcow(topcow, n_subjects=args.subjects, modalities=("ct",), seed=0)
     split = work / "split.json"
     split.write_text(json.dumps({"train": subjects[:-args.test], "test": subjects[-args.test:]}))
-    run([command("nnUNetv2_text_convert_cowtalk"), "-i", str(topcow), "-d", str(DATASET_ID), "--variants",
-         str(args.variants), "--modality", "ct", "--split", str(split), "--overwrite"], env, log)
-    raw = next(Path(env["nnUNet_raw"]).glob(f"Dataset{DATASET_ID}_*"))
-    plans = plan_resenc_m(DATASET_ID, raw, env, log, args.small)
-    run([command("nnUNetv2_text_embed"), "-d", str(DATASET_ID)], env, log)
-    run([command("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "all", "-tr", args.trainer, "-p", plans,
-         "-device", args.device], env, log)
-    instructions = {"cases": {}}
-    for f in sorted((raw / "instructionsTs").glob("*.json")):
-        rec = json.loads(f.read_text())
-        instructions["cases"][rec["case_id"]] = rec["instruction_short"] or "Leave the segmentation unchanged."
-    ifile = work / "instructions.json"
-    ifile.write_text(json.dumps(instructions))
-    pred = work / "refined"
-    run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--instructions",
-         str(ifile), "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "all", "-tr", args.trainer, "-p", plans,
-         "-device", args.device], env, log)
-    report = work / "report"
-    run([command("nnUNetv2_text_evaluate"), "--cowtalk", str(raw), "-p", str(pred), "-r", str(raw / "labelsTs"),
-         "--vocab", str(raw / "vocabulary.json"), "-o", str(report)], env, log)
-    rows = list(csv.DictReader(open(report / "cowtalk_table.csv")))
+    results = {mode: run_mode(mode, args, topcow, split, work, env, log) for mode in args.modes}
+    (work / "results.json").write_text(json.dumps(results, indent=1))
     device = device_name(torch.device(args.device))
+    plans = next(iter(results.values()))["plans"]
     lines = [f"# CoWTalk refinement on the phantom ({datetime.date.today().isoformat()}, {device})", "",
-             f"Trainer `{args.trainer}`, plans `{plans}`, {args.subjects - args.test} training subjects x "
-             f"{args.variants} variants, {args.test} held-out subjects; one refinement step with the short "
-             "instruction. Produced by `benchmarks/cowtalk_refinement.py`.", "",
-             "| error type | cases | Dice in | Dice out | clDice in | clDice out | Betti-0 err in | Betti-0 err out |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    fmt = lambda v: f"{float(v):.3f}" if v not in ("", None, "nan") else "-"  # noqa: E731
-    for r in rows:
-        lines.append(f"| {r['error_type']} | {r['n_cases']} | {fmt(r['dice_input'])} | {fmt(r['dice_refined'])} | "
-                     f"{fmt(r['cldice_input'])} | {fmt(r['cldice_refined'])} | {fmt(r['betti0_input'])} | "
-                     f"{fmt(r['betti0_refined'])} |")
-    Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
+             f"Command: `python benchmarks/cowtalk_refinement.py --trainer {args.trainer} --device {args.device} "
+             f"--subjects {args.subjects} --test {args.test} --variants {args.variants}"
+             f"{' --small' if args.small else ''}`. Plans `{plans}`, fold all; {args.subjects - args.test} training "
+             f"subjects x {args.variants} variants, {args.test} held-out subjects x {args.variants} variants. "
+             "'in' is the erroneous input; 'right' the refined output with the case's own (short) instruction, one "
+             "round; 'wrong' with the instruction of another held-out case whose error types and classes differ; "
+             "'none' with an empty instruction. Dice and Betti-0 error: mean over classes present in either mask; "
+             "clDice: the merged vessel mask. A case with several error types counts in each row.", ""]
+    for mode, res in results.items():
+        lines += section(mode, res) + [""]
+    Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
     return 0
 
