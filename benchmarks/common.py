@@ -88,6 +88,20 @@ def pipeline_parser(doc: str, trainer: str, subjects: int, test: int, out: str) 
     return p
 
 
+def toy_or_mni_parser(doc: str, workdir_help: str = "working folder (datasets, models, predictions)"
+                      ) -> argparse.ArgumentParser:
+    """The options of the benchmarks that run on the toy or the MNI152 dataset (robustness, orientation,
+    light decoder); each adds its own."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=("toy", "mni152"), default="toy")
+    p.add_argument("--workdir", required=True, help=workdir_help)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--test", type=int, default=8, help="held-out cases (when the dataset is made here)")
+    p.add_argument("--spacing", type=float, default=6.0, help="MNI152 spacing in mm")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"))
+    return p
+
+
 def plan_resenc_m(dataset_id: int, raw: Path, env: dict, log: Path, small: bool) -> str:
     """nnUNetv2_plan_and_preprocess with the ResEncM planner; with ``small`` a narrower copy of its plans
     (same stages and patch) for CPU runs. Returns the plans name to train with."""

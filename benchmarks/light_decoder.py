@@ -12,7 +12,6 @@ trainer more than once (fold all each time, a fresh results folder) to show that
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import shutil
@@ -28,10 +27,9 @@ from nnunetv2_text.demo.pipeline import command, dice_table, nnunet_env, run
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, write_section  # noqa: E402
+from common import device_name, toy_or_mni_parser, write_section  # noqa: E402
 from robustness import prepare  # noqa: E402  (the same dataset preparation as the robustness benchmark)
 
-HERE = Path(__file__).resolve().parent
 TRAINERS = {"today's decoder (every stage per prompt)": "TextFusionTrainer_demo",
             "light decoder (top 2 stages shared)": "TextFusionTrainer_demoLight"}
 
@@ -52,14 +50,8 @@ def summarise(rows: List[Dict]) -> Dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=("toy", "mni152"), default="toy")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--test", type=int, default=8, help="held-out cases")
-    p.add_argument("--spacing", type=float, default=6.0, help="MNI152 spacing in mm")
+    p = toy_or_mni_parser(__doc__)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--out", default=str(HERE.parent / "docs" / "RESULTS.md"))
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,6 @@ without it, it is trained here the same way.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -40,10 +39,9 @@ from nnunetv2_text.inference.positions import CRITERIA, choose
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, write_section  # noqa: E402
+from common import device_name, toy_or_mni_parser, write_section  # noqa: E402
 from robustness import prepare  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 TRAINER = "TextFusionTrainer_demo"
 STORAGES = {"flip_x": "RPS", "flip_y": "LAS", "flip_z": "LPI", "permuted": "SLP"}
 PROMPT_OF = {"largest": "the largest structure", "smallest": "the smallest structure",
@@ -169,16 +167,10 @@ def section(dataset: str, r: dict, args, minutes: float, n_cases: int) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=("toy", "mni152"), default="toy")
-    p.add_argument("--workdir", required=True, help="robustness.py's workdir (its model is reused)")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--test", type=int, default=8, help="held-out cases (when the dataset is made here)")
-    p.add_argument("--spacing", type=float, default=6.0, help="MNI152 spacing in mm")
+    p = toy_or_mni_parser(__doc__, "robustness.py's workdir (its model is reused)")
     p.add_argument("--margin", type=float, default=3.0,
                    help="reference top two closer than this are too close to call: mm (at least one voxel) for "
                         "positions, percent of the volume for sizes")
-    p.add_argument("--out", default=str(HERE.parent / "docs" / "RESULTS.md"))
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)

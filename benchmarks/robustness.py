@@ -20,7 +20,6 @@ pool contains. Measures, per trainer:
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -39,7 +38,7 @@ from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, plan_resenc_m, write_section  # noqa: E402
+from common import device_name, plan_resenc_m, toy_or_mni_parser, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = json.loads((HERE / "robustness_prompts.json").read_text(encoding="utf-8"))
@@ -160,13 +159,7 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, flo
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=("toy", "mni152"), default="toy")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--test", type=int, default=8, help="held-out cases")
-    p.add_argument("--spacing", type=float, default=6.0, help="MNI152 spacing in mm")
-    p.add_argument("--out", default=str(HERE.parent / "docs" / "RESULTS.md"))
+    p = toy_or_mni_parser(__doc__)
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -141,8 +141,8 @@ class CoWTalkRefineTrainer_short(CoWTalkRefineTrainer):
 
 
 class CoWTalkRefineTrainer_cpu(CoWTalkRefineTrainer):
-    """800 steps: what benchmarks/cowtalk_refinement.py trains on a CPU (the demo's step count)."""
+    """600 steps: what benchmarks/cowtalk_refinement.py trains on a CPU within a session."""
 
-    epochs = 20
+    epochs = 15
     iterations_per_epoch = 40
     val_iterations_per_epoch = 2
