@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, toy_or_mni_parser, write_section  # noqa: E402
 from robustness import prepare  # noqa: E402  (the same dataset preparation as the robustness benchmark)
 
-TRAINERS = {"today's decoder (every stage per prompt)": "TextFusionTrainer_demo",
-            "light decoder (top 2 stages shared)": "TextFusionTrainer_demoLight"}
+LABELS = {"TextFusionTrainer_demo": "today's decoder (every stage per prompt)",
+          "TextFusionTrainer_demoLight": "light decoder (top 2 stages shared)",
+          "TextFusionTrainer_demoLight1": "light decoder (top stage shared)"}
 
 
 def summarise(rows: List[Dict]) -> Dict:
@@ -52,6 +53,8 @@ def summarise(rows: List[Dict]) -> Dict:
 def main(argv=None) -> int:
     p = toy_or_mni_parser(__doc__)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--trainers", nargs="+", choices=tuple(LABELS), default=list(LABELS)[:2],
+                   help="designs to train; rows of earlier runs in the same workdir are kept")
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -62,8 +65,11 @@ def main(argv=None) -> int:
     prompts = [c.main for c in vocab.concepts if len(c.labels) == 1]
     prompt_file = work / "prompts.txt"
     prompt_file.write_text("\n".join(prompts) + "\n", encoding="utf-8")
-    results: Dict[str, List[Dict]] = {}
-    for label, trainer in TRAINERS.items():
+    results_file = work / "results.json"
+    results: Dict[str, List[Dict]] = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    for trainer in args.trainers:
+        label = LABELS[trainer]
+        results[label] = []
         for rep in range(args.repeats):
             results_dir = Path(env["nnUNet_results"])
             for old in results_dir.glob(f"Dataset{did}_*/{trainer}__*"):  # a repeat trains from scratch
@@ -81,13 +87,13 @@ def main(argv=None) -> int:
             summary = summarise(dice_table(pred, raw / "labelsTs", vocab_name))
             summary.update(train_s=train_s, predict_s=time.time() - t)
             results.setdefault(label, []).append(summary)
-            (work / "results.json").write_text(json.dumps(results, indent=1))
+            results_file.write_text(json.dumps(results, indent=1))
     concepts = sorted({c for runs in results.values() for r in runs for c in r["concepts"]})
     lines = [f"<!-- light-decoder-{args.dataset} -->",
              f"## Light decoder against today's decoder: {args.dataset} ({datetime.date.today().isoformat()}, "
              f"{device_name(torch.device(args.device))})", "",
              f"Command: `python benchmarks/light_decoder.py --dataset {args.dataset} --device {args.device} "
-             f"--test {args.test} --repeats {args.repeats}" + (f" --spacing {args.spacing:g}`" if args.dataset ==
+             f"--test {args.test} --repeats {args.repeats} --trainers {' '.join(args.trainers)}" + (f" --spacing {args.spacing:g}`" if args.dataset ==
                                                               "mni152" else "`") +
              f". Plans `{plans}`, fold all, the demo schedule (800 steps, lr 3e-3) for both; Dice of each "
              f"single-label concept's main term on the {args.test} held-out cases where it is present.", "",
@@ -99,9 +105,11 @@ def main(argv=None) -> int:
                                                               for c in concepts)
                          + f" | {r['mean']:.3f} | {r['absent_empty']}/{r['absent']} | {r['train_s']:.0f} |")
     means = {label: float(np.mean([r["mean"] for r in runs])) for label, runs in results.items()}
-    (base, b), (light, li) = list(means.items())
-    lines += ["", f"Mean Dice over runs: {base} {b:.3f}, {light} {li:.3f} (difference {li - b:+.3f}; "
-                  f"target: within 0.01).", "", f"<!-- /light-decoder-{args.dataset} -->"]
+    base = means.get(LABELS["TextFusionTrainer_demo"])
+    lines += ["", "Mean Dice over runs: " + ", ".join(
+        f"{label} {m:.3f}" + (f" ({m - base:+.3f})" if base is not None and label != LABELS["TextFusionTrainer_demo"]
+                              else "") for label, m in means.items()) + " (target: within 0.01 of today's).",
+              "", f"<!-- /light-decoder-{args.dataset} -->"]
     text = "\n".join(lines)
     write_section(Path(args.out), f"light-decoder-{args.dataset}", text)
     print(text)

@@ -86,6 +86,12 @@ class TextFusionTrainer_demoLight(TextFusionTrainer_demo):
     network_overrides = {**TextFusionTrainer_demo.network_overrides, "light_stages": 2}
 
 
+class TextFusionTrainer_demoLight1(TextFusionTrainer_demo):
+    """The demo's schedule with only the top decoder stage shared (a point on the cost-Dice curve)."""
+
+    network_overrides = {**TextFusionTrainer_demo.network_overrides, "light_stages": 1}
+
+
 class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
     """The demo's schedule without foreign prompts (benchmarks/robustness.py compares the two)."""
 
