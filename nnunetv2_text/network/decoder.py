@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.helper import get_matching_convtransp
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from torch import nn
@@ -105,8 +106,10 @@ class TextFusionDecoder(nn.Module):
             if self.final_dot and s == last:
                 y = torch.einsum("bc...,bgc->bg...", x, guidance[s].flatten(0, 1).to(x.dtype))
                 outs.append(self._per_prompt(y, b, num_prompts, expanded))
-            elif self.deep_supervision or s == last:
-                outs.append(self._per_prompt(self.seg_layers[s](x), b, num_prompts, expanded))
+            elif self.deep_supervision or s == last or (self.light_stages and s == len(self.stages) - 1):
+                coarse = self.seg_layers[s](x)
+                if self.deep_supervision or s == last:
+                    outs.append(self._per_prompt(coarse, b, num_prompts, expanded))
         if self.light_stages:
             shared = skips[-1]
             for s in range(self.num_stages):
@@ -116,17 +119,25 @@ class TextFusionDecoder(nn.Module):
                 i = s - self.light_stages[0]
                 if not expanded:
                     x, expanded = expand_for_prompts(x, num_prompts), True
+                    coarse = expand_for_prompts(coarse, num_prompts)
                 # (B, C, ...) x (B, N, L, C) -> (B*N, L, ...) without copying the shared features per prompt
                 t = guidance[s].to(shared.dtype)
                 d = torch.einsum("bc...,bnlc->bnl...", shared, t).flatten(0, 1)
                 x = self.light_mix[i](torch.cat((self.light_up[i](x), d), 1))
+                # a light stage refines the upsampled logits of the stage below: which structure a prompt
+                # names is decided per prompt at low resolution, the thin path only sharpens its boundary
+                up = F.interpolate(coarse, size=x.shape[2:], mode="trilinear" if x.ndim == 5 else "bilinear")
+                coarse = self.seg_layers[s](x) + up
                 if self.deep_supervision or s == last:
-                    outs.append(self._per_prompt(self.seg_layers[s](x), b, num_prompts, expanded))
+                    outs.append(self._per_prompt(coarse, b, num_prompts, expanded))
         outs = outs[::-1]
         return outs if self.deep_supervision else outs[0]
 
     def deep_supervision_heads(self) -> List[nn.Module]:
-        """The heads used only for deep supervision (frozen when training without it)."""
+        """The heads used only for deep supervision (frozen when training without it); with light stages
+        the last per-prompt stage's head feeds the output too."""
+        if self.light_stages:
+            return list(self.seg_layers)[:len(self.stages) - 1]
         return list(self.seg_layers) if self.final_dot else list(self.seg_layers)[:-1]
 
     @staticmethod
