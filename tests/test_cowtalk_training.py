@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import COWTALK_ID, COWTALK_PLANS, cli, run_cli
+from conftest import COWTALK_ID, COWTALK_PLANS, cli, predict_args, run_cli
 from nnunetv2_text.training.channel_transforms import OnlyChannels
 from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
 
