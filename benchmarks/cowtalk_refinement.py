@@ -44,8 +44,8 @@ ROUNDS = 3
 
 
 def test_cases(raw: Path) -> Dict[str, dict]:
-    return {json.loads(f.read_text())["case_id"]: json.loads(f.read_text())
-            for f in sorted((raw / "instructionsTs").glob("*.json"))}
+    recs = [json.loads(f.read_text()) for f in sorted((raw / "instructionsTs").glob("*.json"))]
+    return {r["case_id"]: r for r in recs}
 
 
 def wrong_instruction(case: str, recs: Dict[str, dict]) -> str:

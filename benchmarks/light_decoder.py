@@ -23,12 +23,12 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from nnunetv2_text.demo.pipeline import command, dice_table, nnunet_env, run
+from nnunetv2_text.demo.pipeline import command, dice_table, run
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, toy_or_mni_parser, write_section  # noqa: E402
-from robustness import prepare  # noqa: E402  (the same dataset preparation as the robustness benchmark)
+from robustness import prepare_run  # noqa: E402  (the same datasets as the robustness benchmark)
 
 LABELS = {"TextFusionTrainer_demo": "today's decoder (every stage per prompt)",
           "TextFusionTrainer_demoLight": "light decoder (top 2 stages shared)",
@@ -56,11 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--trainers", nargs="+", choices=tuple(LABELS), default=list(LABELS)[:2],
                    help="designs to train; rows of earlier runs in the same workdir are kept")
     args = p.parse_args(argv)
-    work = Path(args.workdir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    env = nnunet_env(work)
-    log = work / "light_decoder.log"
-    raw, did, plans, vocab_name = prepare(args.dataset, work, env, log, args.test, args.spacing)
+    work, env, log, raw, did, plans, vocab_name = prepare_run(args, "light_decoder.log")
     vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
     prompts = [c.main for c in vocab.concepts if len(c.labels) == 1]
     prompt_file = work / "prompts.txt"

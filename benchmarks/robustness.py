@@ -65,6 +65,16 @@ def prepare(dataset: str, work: Path, env: dict, log: Path, test_cases: int, spa
     return raw, did, plans, vocab
 
 
+def prepare_run(args, log_name: str) -> tuple:
+    """The workdir, nnU-Net environment and log of a toy or MNI152 run, then :func:`prepare`'s (raw folder,
+    dataset id, plans name, vocabulary name)."""
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = nnunet_env(work)
+    log = work / log_name
+    return (work, env, log) + prepare(args.dataset, work, env, log, args.test, args.spacing)
+
+
 def read(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
@@ -161,11 +171,7 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, flo
 def main(argv=None) -> int:
     p = toy_or_mni_parser(__doc__)
     args = p.parse_args(argv)
-    work = Path(args.workdir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    env = nnunet_env(work)
-    log = work / "robustness.log"
-    raw, did, plans, vocab_name = prepare(args.dataset, work, env, log, args.test, args.spacing)
+    work, env, log, raw, did, plans, vocab_name = prepare_run(args, "robustness.log")
     vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
     paraphrases = PROMPTS["paraphrases"].get(vocab_name, {})
     foreign = PROMPTS["foreign"]

@@ -68,8 +68,9 @@ def test_gradient_reaches_every_fusion_stage_adapter_and_prompt_decoder():
     assert net.prompt_decoder.text_proj[0].weight.grad.abs().sum() > 0
 
 
-def test_text_changes_output_and_prompts_are_independent():
-    net = net_for(4).eval()
+@pytest.mark.parametrize("design", [{}, {"light_stages": 2}])
+def test_text_changes_output_and_prompts_are_independent(design):
+    net = net_for(4, **design).eval()
     x, t = torch.randn(1, 1, 16, 16, 16), torch.randn(1, 3, 24)
     with torch.no_grad():
         together = net(x, t)[0]
@@ -183,16 +184,8 @@ def test_light_stages_keep_the_outputs_and_run_the_top_stages_once_per_image(n_s
     assert sorted(map(int, net.adapters)) == list(range(n_dec))
 
 
-def test_light_stages_keep_prompts_independent_and_text_used():
-    net = net_for(4, light_stages=2).eval()
-    x, t = torch.randn(1, 1, 16, 16, 16), torch.randn(1, 3, 24)
-    with torch.no_grad():
-        together = net(x, t)[0]
-        alone = torch.cat([net(x, t[:, i:i + 1])[0] for i in range(3)], 1)
-        swapped = net(x, t[:, [2, 1, 0]])[0]
-    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(swapped, together[:, [2, 1, 0]], rtol=1e-4, atol=1e-4)
-    assert (together[:, 0] - together[:, 1]).abs().max() > 1e-4
+def test_light_network_rebuilds_from_its_stored_config():
+    net = net_for(4, light_stages=2)
     # one builder from the config the checkpoint stores: same weights load into the rebuilt network
     rebuilt = build_text_network(arch(4), REQ, 1, TextNetworkConfig.from_dict(net.config.to_dict()))
     rebuilt.load_state_dict(net.state_dict())

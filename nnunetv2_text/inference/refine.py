@@ -125,10 +125,10 @@ class Refiner:
             out[ch] = (seg == contiguous_id(self.to_contiguous, original)).astype(data.dtype)
         return out
 
-    def refine(self, files: Sequence[str], steps: Sequence[str], case: str = "?"):
-        """-> ([(label map, changed by this round?) per round], properties of the input images)."""
+    def refine(self, files: Sequence[str], steps: Sequence[str]):
+        """-> ([(label map, changed by this round?) per round], properties of the input images); the shape
+        channels are checked beforehand (:meth:`check_shapes`, as :func:`refine_folder` does for all cases)."""
         data, props = self.p.plans_manager.image_reader_writer_class().read_images(list(files))
-        self.check_shapes(case, files, data)
         seg = self.shape_of(data)
         state = self.prior_log_probs(seg)
         outs = []
@@ -167,7 +167,7 @@ def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, s
     ending = predictor.dataset_json["file_ending"]
     manifest = {"format": "nnunetv2_text.refinement", "version": 2, "cases": {}}
     for case, files in cases.items():
-        outs, props = refiner.refine(files, steps_of[case], case)
+        outs, props = refiner.refine(files, steps_of[case])
         entry, previous = [], None
         for k, ((seg, ran), instr) in enumerate(zip(outs, steps_of[case])):
             name = f"steps/{case}_step{k + 1}{ending}"

@@ -47,19 +47,26 @@ class TextFusionDecoder(nn.Module):
         self.light_stages = tuple(sorted(light_stages))
         n_deep = n_dec - len(self.light_stages)
 
-        def conv_stage(s: int, in_c: int, out_c: int, n_conv: int, kernel) -> nn.Module:
+        def conv_stage(in_c: int, out_c: int, n_conv: int, kernel) -> nn.Module:
             return StackedConvBlocks(n_conv, encoder.conv_op, in_c, out_c, kernel, 1, encoder.conv_bias,
                                      encoder.norm_op, encoder.norm_op_kwargs, encoder.dropout_op,
                                      encoder.dropout_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs, nonlin_first)
+
+        def up_stage(s: int, below: int) -> tuple:
+            """Decoder stage s (0: lowest resolution) as UNetDecoder builds it: transposed conv, then the
+            convolutions over (upsampled, skip)."""
+            skip_c, stride = chans[-(s + 2)], encoder.strides[-(s + 1)]
+            return (transpconv(below, skip_c, stride, stride, bias=encoder.conv_bias),
+                    conv_stage(2 * skip_c, skip_c, n_conv_per_stage[s], encoder.kernel_sizes[-(s + 2)]))
 
         # per-prompt stages (all of them unless light stages are asked for)
         self.transpconvs, self.stages, self.seg_layers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         below = chans[-1]
         for s in range(n_deep):
-            skip_c, stride = chans[-(s + 2)], encoder.strides[-(s + 1)]
-            self.transpconvs.append(transpconv(below, skip_c, stride, stride, bias=encoder.conv_bias))
-            self.stages.append(conv_stage(s, 2 * skip_c, skip_c, n_conv_per_stage[s], encoder.kernel_sizes[-(s + 2)]))
-            out_c = skip_c + (guidance_dim if s in self.fusion_stages else 0)
+            up, stage = up_stage(s, below)
+            self.transpconvs.append(up)
+            self.stages.append(stage)
+            out_c = chans[-(s + 2)] + (guidance_dim if s in self.fusion_stages else 0)
             # heads are always built (so weights load with or without deep supervision)
             if not (final_dot and s == n_dec - 1):
                 self.seg_layers.append(encoder.conv_op(out_c, outputs_per_prompt, 1, 1, 0, bias=True))
@@ -67,21 +74,17 @@ class TextFusionDecoder(nn.Module):
         if self.light_stages:
             # an image-only decoder, run once per image: its top stages are the features the prompts share
             self.shared_transpconvs, self.shared_stages = nn.ModuleList(), nn.ModuleList()
-            shared_below = chans[-1]
             for s in range(n_dec):
-                skip_c, stride = chans[-(s + 2)], encoder.strides[-(s + 1)]
-                self.shared_transpconvs.append(transpconv(shared_below, skip_c, stride, stride,
-                                                          bias=encoder.conv_bias))
-                self.shared_stages.append(conv_stage(s, 2 * skip_c, skip_c, n_conv_per_stage[s],
-                                                     encoder.kernel_sizes[-(s + 2)]))
-                shared_below = skip_c
+                up, stage = up_stage(s, chans[-(s + 1)])
+                self.shared_transpconvs.append(up)
+                self.shared_stages.append(stage)
             # the thin per-prompt path: upsample the prompt's state, add its dot products with the shared
             # features, mix by a 1x1x1 convolution
             self.light_up, self.light_mix = nn.ModuleList(), nn.ModuleList()
             for s in self.light_stages:
                 stride = encoder.strides[-(s + 1)]
                 self.light_up.append(transpconv(below, light_channels, stride, stride, bias=encoder.conv_bias))
-                self.light_mix.append(conv_stage(s, 2 * light_channels, light_channels, 1, 1))
+                self.light_mix.append(conv_stage(2 * light_channels, light_channels, 1, 1))
                 self.seg_layers.append(encoder.conv_op(light_channels, outputs_per_prompt, 1, 1, 0, bias=True))
                 below = light_channels
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Sequence
 
 NO_CHANGE = "The segmentation is correct; leave it unchanged."
+INSTRUCTIONS_FILE = "instructions.json"
 #: the sentences of the conversion's "none" variants: instructions that ask for no edit. A refiner answers
 #: them (and an empty instruction) by returning its input, without running the network
 NO_CHANGE_SHORT = (NO_CHANGE, "No correction is needed.", "Keep the segmentation as it is.",
@@ -31,7 +32,6 @@ def is_no_change(instruction: str) -> bool:
     """True for an empty instruction or one of the no-edit sentences (case and spacing ignored)."""
     key = " ".join(instruction.casefold().strip().rstrip(".!").split())
     return not key or key in _NO_CHANGE_KEYS
-INSTRUCTIONS_FILE = "instructions.json"
 
 
 def contiguous_to_original(dataset_json: dict) -> Dict[int, int]:
