@@ -66,15 +66,17 @@ def _write(arr: np.ndarray, path: Path, spacing, direction, origin) -> None:
         sitk.WriteImage(img, tmp, True)
 
 
-def case_kinds(i: int, rng) -> list:
-    """Ball and box always; the rod in two of three cases (the others make 'rod' a negative prompt)."""
-    return ["ball", "box"] + (["rod"] if i % 3 != 2 else [])
+def case_kinds(i: int, every_object: bool = False) -> list:
+    """Ball and box always; the rod in two of three cases (the others make 'rod' a negative prompt), or in
+    every case with ``every_object`` (partial-label sources: there the rod a source leaves unlabelled must
+    be visible in every image, so that only the label maps differ between sources)."""
+    return ["ball", "box"] + (["rod"] if every_object or i % 3 != 2 else [])
 
 
 def write_toy_dataset(raw_root: Path, dataset_id: int = 990, name: str = "TextToy", num_cases: int = TRAIN_CASES,
                       shape: Tuple[int, int, int] = (32, 32, 32), spacing=(1.0, 1.0, 1.0), seed: int = 0,
-                      num_test: int = 0, test_spacing=None, test_direction: Optional[Sequence[float]] = None
-                      ) -> Path:
+                      num_test: int = 0, test_spacing=None, test_direction: Optional[Sequence[float]] = None,
+                      every_object: bool = False) -> Path:
     """Write ``DatasetXXX_name`` (imagesTr, labelsTr, dataset.json naming the shipped ``toy_shapes``
     vocabulary) and optionally ``imagesTs``/``labelsTs`` with their own spacing and direction."""
     rng = np.random.default_rng(seed)
@@ -82,7 +84,7 @@ def write_toy_dataset(raw_root: Path, dataset_id: int = 990, name: str = "TextTo
     for i in range(num_cases + num_test):
         test = i >= num_cases
         sub, lab = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
-        image, seg = make_case(shape, case_kinds(i, rng), rng)
+        image, seg = make_case(shape, case_kinds(i, every_object), rng)
         sp = (test_spacing or spacing) if test else spacing
         dr = test_direction if test else None
         case = f"toy_{i:03d}"
@@ -104,10 +106,10 @@ def write_partial_toy_source(raw_root: Path, dataset_id: int, name: str, annotat
                              num_cases: int = TRAIN_CASES, seed: int = 0) -> Path:
     """A toy dataset that labels only some of the objects its images show, as public datasets do.
 
-    Every image still holds the ball, the box and (in two of three cases) the rod, but only the kinds in
+    Every image holds the ball, the box and the rod, but only the kinds in
     ``annotated`` are labelled, numbered 1, 2, ... in that order (so two sources number the same object
     differently); the others are left as background. Its own ``vocabulary.json`` names only those kinds."""
-    folder = write_toy_dataset(raw_root, dataset_id, name, num_cases=num_cases, seed=seed)
+    folder = write_toy_dataset(raw_root, dataset_id, name, num_cases=num_cases, seed=seed, every_object=True)
     values = {kind: i + 1 for i, kind in enumerate(annotated)}
     lut = np.zeros(len(LABELS), np.uint8)
     for kind, v in values.items():
