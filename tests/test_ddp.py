@@ -26,6 +26,8 @@ VARIANTS = [
     ("TextFusionTrainer_lateFusion", DATASET_ID, TINY_PLANS),
     ("TextFusionTrainer_demo", DATASET_ID, TINY_PLANS),
     ("TextFusionTrainer_noForeign", DATASET_ID, TINY_PLANS),
+    ("TextFusionTrainer_emptyLoss", DATASET_ID, TINY_PLANS),
+    ("TextFusionTrainer_light", DATASET_ID, TINY_PLANS),
     ("CoWTalkRefineTrainer", COWTALK_ID, COWTALK_PLANS),
 ]
 

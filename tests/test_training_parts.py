@@ -158,3 +158,33 @@ def test_foreign_prompts_replace_the_negative_with_an_empty_target():
     assert targets[:, 2].sum() == 0 and targets[:, :2].sum() > 0
     plain = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, foreign_probability=0.0).sample(seg)
     assert (plain.concept_ids < foreign_concept_id(vocab)).all()
+
+
+def test_empty_target_loss_teaches_empty_answers_where_soft_dice_cannot():
+    """An empty-target prompt answered with a structure-sized blob: nnU-Net's Dice + BCE barely pushes it
+    down (its Dice is flat there, its BCE is spread over the patch); the empty-target term does, and
+    leaves prompts with a target alone."""
+    from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    from nnunetv2_text.training.loss import EmptyTargetLoss
+
+    def base():
+        return DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5, "ddp": False},
+                               dice_class=MemoryEfficientSoftDiceLoss)
+
+    target = torch.zeros(1, 2, 32, 32, 32)
+    target[0, 0, :8, :8, :8] = 1  # prompt 0: a structure of 512 voxels; prompt 1: nothing
+    blob = torch.full((1, 2, 32, 32, 32), -6.0)
+    blob[:, :, :8, :8, :8] = 2.0  # both prompts answer with the same blob
+    grads = {}
+    for name, loss in (("base", base()), ("empty", EmptyTargetLoss(base(), tolerance=0.01))):
+        x = blob.clone().requires_grad_(True)
+        loss(x, target).backward()
+        grads[name] = x.grad[0, 1, :8, :8, :8].sum().item()  # > 0: gradient descent lowers the blob
+    assert grads["empty"] > 3 * grads["base"] > 0, grads
+    # no empty target: the term adds nothing
+    full = target[:, :1]
+    assert torch.equal(EmptyTargetLoss(base(), 0.01)(blob[:, :1], full), base()(blob[:, :1], full))
+    with pytest.raises(ValueError, match="fraction"):
+        EmptyTargetLoss(base(), 5)

@@ -7,7 +7,7 @@ checkpoints); this trainer changes what the network sees and what it is scored a
   last sometimes replaced by a prompt that names nothing the dataset labels (:mod:`.prompts`); the
   network gets their cached embeddings and returns one logit map per prompt;
 - targets are binary per prompt (unions for combined concepts), loss is nnU-Net's Dice + BCE with its
-  deep-supervision weights;
+  deep-supervision weights (optionally with a term for empty targets, :mod:`.loss`);
 - the left-right axis is never mirrored, in training nor in the saved test-time axes
   (:mod:`nnunetv2_text.utils.laterality`);
 - checkpoints also store the text network config, the encoder id, embedding dim and vocabulary.
@@ -39,6 +39,7 @@ from nnunetv2_text.inference.plain_nnunet import refuse_plain_nnunet_predictor
 from nnunetv2_text.network import TextNetworkConfig, TextPromptableUNet, build_text_network, unwrap_network
 from nnunetv2_text.text.dataset_text import DatasetText, load_dataset_text, text_folder
 from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
+from nnunetv2_text.training.loss import EmptyTargetLoss
 from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
 from nnunetv2_text.utils.laterality import left_right_axis_from_properties, mirror_axes_without
 from nnunetv2_text.utils.orientation import properties_orientation, require_canonical_orientation
@@ -95,6 +96,9 @@ class TextFusionTrainer(nnUNetTrainer):
     #: merged datasets: prompt a case only with concepts its source annotates (False: the naive ablation,
     #: which teaches every unlabelled structure as absent)
     use_partial_labels: bool = True
+    #: None: nnU-Net's Dice + BCE only. A fraction t of the patch: also score every empty-target prompt by
+    #: its predicted volume V as V / (V + t * voxels), which soft Dice cannot do (:mod:`.loss`)
+    empty_target_tolerance: Optional[float] = None
     #: at most this many concepts are scored per validation batch (online pseudo Dice)
     max_val_prompts: int = 8
     #: stop unless dataset.json names a reorienting reader (left and right are the patient's, see
@@ -190,6 +194,8 @@ class TextFusionTrainer(nnUNetTrainer):
                                use_ignore_label=False, dice_class=MemoryEfficientSoftDiceLoss)
         if self._do_i_compile():
             loss.dc = torch.compile(loss.dc)
+        if self.empty_target_tolerance is not None:
+            loss = EmptyTargetLoss(loss, self.empty_target_tolerance)
         return self._wrap_deep_supervision(loss)
 
     def _wrap_deep_supervision(self, loss):

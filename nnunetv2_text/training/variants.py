@@ -103,3 +103,21 @@ class TextFusionTrainer_demoNoPartialLabels(TextFusionTrainer_demo):
     ablation that benchmarks/merge.py compares with partial-label sampling)."""
 
     use_partial_labels = False
+
+
+class TextFusionTrainer_emptyLoss(TextFusionTrainer):
+    """Empty-target prompts also scored by their predicted volume (:mod:`.loss`; issue #10)."""
+
+    empty_target_tolerance = 0.01
+
+
+class TextFusionTrainer_demoEmptyLoss(TextFusionTrainer_demo):
+    """The demo's schedule with the empty-target loss term (benchmarks/robustness.py --trainers)."""
+
+    empty_target_tolerance = 0.01
+
+
+class TextFusionTrainer_demoEmptyLossNoPartialLabels(TextFusionTrainer_demoEmptyLoss):
+    """The naive merge ablation under the empty-target loss (benchmarks/merge.py --trainers)."""
+
+    use_partial_labels = False
