@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-TRAINERS = {"partial labels": "TextFusionTrainer_demo", "naive (unlabelled = absent)": "TextFusionTrainer_demoNoPartialLabels"}
+TRAINERS = {"partial labels": "TextFusionTrainer_demo", "naive (unlabelled = absent)": "TextFusionTrainer_demoNoPartialLabels",
+            "partial labels, empty-target loss": "TextFusionTrainer_demoEmptyLoss",
+            "naive, empty-target loss": "TextFusionTrainer_demoEmptyLossNoPartialLabels"}
 
 _MEASURE = """
 import resource, sys, time
@@ -92,7 +94,8 @@ def scale(work: Path, total: int, num_processes: int) -> list:
     return rows
 
 
-def ablation(work: Path, device: str, test_cases: int) -> dict:
+def ablation(work: Path, device: str, test_cases: int, repeats: int = 1, trainers=tuple(TRAINERS.values())[:2]
+             ) -> dict:
     env = nnunet_env(work / "ablation")
     log = work / "ablation.log"
     raw = Path(env["nnUNet_raw"])
@@ -105,28 +108,36 @@ def ablation(work: Path, device: str, test_cases: int) -> dict:
     derive_plans(Path(env["nnUNet_preprocessed"]) / "Dataset883_ToyMerged", "nnUNetResEncUNetMPlans", DEMO_PLANS,
                  features=(8, 16, 32, 64), blocks=(1, 1, 2, 2), batch_size=4)
     run([command("nnUNetv2_text_embed"), "-d", "883"], env, log)
-    held_out = write_toy_dataset(work / "heldout", 999, "Full", num_cases=0, num_test=test_cases, seed=13)
+    held_out = write_toy_dataset(work / "heldout", 999, "Full", num_cases=0, num_test=test_cases, seed=13,
+                                every_object=True)
     prompts = work / "prompts.txt"
     prompts.write_text("ball\nbox\nrod\n")
-    results = {}
-    for label, trainer in TRAINERS.items():
-        t = time.time()
-        run([command("nnUNetv2_train"), "883", "3d_fullres", "all", "-tr", trainer, "-p", DEMO_PLANS,
-             "-device", device], env, log)
-        minutes = (time.time() - t) / 60
-        pred = work / f"pred_{trainer}"
-        run([command("nnUNetv2_text_predict"), "-i", str(held_out / "imagesTs"), "-o", str(pred), "--prompts",
-             str(prompts), "-d", "883", "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", DEMO_PLANS,
-             "-device", device, "-npp", "1", "-nps", "1"], env, log)
-        manifest = json.loads((pred / "manifest.json").read_text())
-        scores = {k: [] for k in ("ball", "box", "rod")}
-        for case, recs in manifest["cases"].items():
-            ref = sitk.GetArrayFromImage(sitk.ReadImage(str(held_out / "labelsTs" / f"{case}.nii.gz")))
-            for k in scores:
-                if (ref == LABELS[k]).any():
-                    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / recs[k]["file"]))) > 0
-                    scores[k].append(dice(mask, ref == LABELS[k]))
-        results[label] = {"minutes": minutes, "scores": scores}
+    done = work / "ablation_runs.json"  # each training takes a quarter of an hour: a rerun resumes
+    results = json.loads(done.read_text()) if done.is_file() else {}
+    for repeat in range(repeats):
+        for label, trainer in TRAINERS.items():
+            key = f"{label} (run {repeat + 1})"
+            if key in results or trainer not in trainers:
+                continue
+            run_env = {**env, "nnUNet_results": str(work / "ablation" / f"results_run{repeat + 1}")}
+            t = time.time()
+            run([command("nnUNetv2_train"), "883", "3d_fullres", "all", "-tr", trainer, "-p", DEMO_PLANS,
+                 "-device", device], run_env, log)
+            minutes = (time.time() - t) / 60
+            pred = work / f"pred_{trainer}_run{repeat + 1}"
+            run([command("nnUNetv2_text_predict"), "-i", str(held_out / "imagesTs"), "-o", str(pred), "--prompts",
+                 str(prompts), "-d", "883", "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", DEMO_PLANS,
+                 "-device", device, "-npp", "1", "-nps", "1"], run_env, log)
+            manifest = json.loads((pred / "manifest.json").read_text())
+            scores = {k: [] for k in ("ball", "box", "rod")}
+            for case, recs in manifest["cases"].items():
+                ref = sitk.GetArrayFromImage(sitk.ReadImage(str(held_out / "labelsTs" / f"{case}.nii.gz")))
+                for k in scores:
+                    if (ref == LABELS[k]).any():
+                        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(pred / recs[k]["file"]))) > 0
+                        scores[k].append(dice(mask, ref == LABELS[k]))
+            results[key] = {"minutes": minutes, "scores": scores}
+            done.write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -134,7 +145,7 @@ def render(args, scale_rows, abl) -> str:
     lines = ["<!-- merge -->", f"## Merging partially labelled datasets ({datetime.date.today().isoformat()}, "
              f"{device_name(torch.device(args.device))})", "",
              f"Command: `python benchmarks/merge.py --workdir {args.workdir} --scale {args.scale}"
-             f"{' --ablation' if abl else ''} --device {args.device} -np {args.np}`.", ""]
+             f"{f' --ablation --repeats {args.repeats} --trainers ' + ' '.join(args.trainers) if abl else ''} --device {args.device} -np {args.np}`.", ""]
     if scale_rows:
         lines += ["Merge cost (`nnUNetv2_text_merge`, 4 synthetic sources, 16^3 cases, images hard-linked, "
                   f"{args.np} worker processes):", "",
@@ -149,7 +160,8 @@ def render(args, scale_rows, abl) -> str:
     if abl:
         lines += ["Partial-label sampling against the naive merge (unlabelled structures taught as absent). Source A "
                   "labels ball and box, source B box and rod; every image shows all three. 24 + 24 training cases, "
-                  f"demo schedule (800 steps), fold `all`; Dice on {args.test} held-out images:", "",
+                  f"demo schedule (800 steps), fold `all`, {args.repeats} unseeded training(s) per trainer; Dice "
+                  f"on {args.test} held-out images that show all three:", "",
                   "| trainer | ball (mean / min) | box (mean / min) | rod (mean / min) | training (min) |",
                   "| --- | --- | --- | --- | --- |"]
         for label, r in abl.items():
@@ -167,13 +179,15 @@ def main(argv=None) -> int:
     p.add_argument("--ablation", action="store_true", help="train the partial-label ablation (two trainings)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--test", type=int, default=8, help="held-out images of the ablation")
+    p.add_argument("--repeats", type=int, default=1, help="trainings per trainer (training is not seeded)")
+    p.add_argument("--trainers", nargs="+", choices=tuple(TRAINERS.values()), default=list(TRAINERS.values())[:2])
     p.add_argument("-np", type=int, default=2, help="merge worker processes")
     p.add_argument("--out", default=str(HERE.parent / "docs" / "RESULTS.md"))
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     scale_rows = scale(work, args.scale, args.np) if args.scale else []
-    abl = ablation(work, args.device, args.test) if args.ablation else {}
+    abl = ablation(work, args.device, args.test, args.repeats, args.trainers) if args.ablation else {}
     text = render(args, scale_rows, abl)
     write_section(Path(args.out), "merge", text)
     print(text)

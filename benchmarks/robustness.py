@@ -42,7 +42,8 @@ from common import device_name, plan_resenc_m, toy_or_mni_parser, write_section 
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = json.loads((HERE / "robustness_prompts.json").read_text(encoding="utf-8"))
-TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation)": "TextFusionTrainer_demoNoForeign"}
+TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation)": "TextFusionTrainer_demoNoForeign",
+            "with foreign prompts and the empty-target loss": "TextFusionTrainer_demoEmptyLoss"}
 
 
 def prepare(dataset: str, work: Path, env: dict, log: Path, test_cases: int, spacing: float) -> tuple:
@@ -89,7 +90,7 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
     manifest = json.loads((pred / "manifest.json").read_text())
     out = {"foreign": {"n": 0, "empty": 0, "flagged": 0, "either": 0}, "wordings": {}, "main": {},
            "sim_foreign": [], "sim_heldout": [], "presence_present": [], "presence_foreign": [],
-           "heldout_flagged": 0, "heldout_n": 0}
+           "heldout_flagged": 0, "heldout_n": 0, "absent": {"n": 0, "empty": 0}}
     for case, recs in sorted(manifest["cases"].items()):
         ref = read(raw / "labelsTs" / f"{case}.nii.gz")
         sizes = [int((ref == v).sum()) for v in np.unique(ref) if v > 0]
@@ -106,6 +107,9 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
             out["presence_foreign"].append(rec["presence"])
         for c in vocab.concepts:
             gt = np.isin(ref, c.labels)
+            if not gt.any() and len(c.labels) == 1:  # a structure the case lacks: its main term must be empty
+                out["absent"]["n"] += 1
+                out["absent"]["empty"] += recs[c.main]["voxels"] <= 0.01 * smallest
             if not gt.any() or len(c.labels) != 1:
                 continue
             for kind, words in (("main", [c.main]), ("synonym", list(c.synonyms)),
@@ -129,10 +133,12 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, flo
     lines = [f"<!-- robustness-{dataset} -->",
              f"## Language robustness: {dataset} ({datetime.date.today().isoformat()}, {dev})", "",
              f"Command: `python benchmarks/robustness.py --dataset {dataset} --workdir {args.workdir} --device "
-             f"{args.device}{f' --spacing {args.spacing:g}' if dataset == 'mni152' else ''}`. {cases} held-out "
+             f"{args.device}{f' --spacing {args.spacing:g}' if dataset == 'mni152' else ''} --trainers "
+             f"{' '.join(args.trainers)}{' --resume' if args.resume else ''}`. {cases} held-out "
              f"cases; {len(PROMPTS['foreign'])} held-out foreign prompts; held-out paraphrases from "
              f"`benchmarks/robustness_prompts.json`; similarity threshold {DEFAULT_MIN_SIMILARITY}. Trainers "
-             "have the demo's schedule (800 steps) and differ only in `foreign_prompt_probability` (0.5 / 0). "
+             "have the demo's schedule (800 steps) and differ only in `foreign_prompt_probability` (0.5 / 0) or in "
+             "`empty_target_tolerance` (None / 0.01, training/loss.py). "
              + ", ".join(f"training '{k}' {v / 60:.1f} min" for k, v in timings.items()) + ".", "",
              "| measure | " + " | ".join(results) + " |", "| --- |" + " --- |" * len(results)]
 
@@ -146,6 +152,8 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, flo
     row("foreign prompts flagged unknown", lambda r: pct(r["foreign"]["flagged"], r["foreign"]["n"]))
     row("foreign prompts empty or flagged (target >= 95 %)", lambda r: pct(r["foreign"]["either"], r["foreign"]["n"]))
     row("held-out paraphrases flagged unknown (target 0)", lambda r: pct(r["heldout_flagged"], r["heldout_n"]))
+    row("absent structure's main term empty", lambda r: pct(r["absent"]["empty"], r["absent"]["n"])
+        if "absent" in r else "not measured")
     row("mean Dice, main terms", lambda r: f"{np.mean([v for vs in r['main'].values() for v in vs]):.3f}")
     for cid in next(iter(results.values()))["main"]:
         row(f"Dice '{cid}' main term", lambda r, c=cid: f"{np.mean(r['main'][c]):.3f}")
@@ -170,6 +178,9 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, flo
 
 def main(argv=None) -> int:
     p = toy_or_mni_parser(__doc__)
+    p.add_argument("--trainers", nargs="+", choices=tuple(TRAINERS.values()), default=list(TRAINERS.values())[:2])
+    p.add_argument("--resume", action="store_true",
+                   help="reuse a trainer's saved results in the workdir instead of training it again")
     args = p.parse_args(argv)
     work, env, log, raw, did, plans, vocab_name = prepare_run(args, "robustness.log")
     vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
@@ -180,6 +191,13 @@ def main(argv=None) -> int:
     prompt_file.write_text("\n".join(prompts) + "\n", encoding="utf-8")
     results, timings = {}, {}
     for label, trainer in TRAINERS.items():
+        if trainer not in args.trainers:
+            continue
+        saved = work / f"results_{trainer}.json"
+        if args.resume and saved.is_file():
+            results[label] = json.loads(saved.read_text())
+            timings[label] = results[label].get("training_seconds", float("nan"))
+            continue
         t = time.time()
         run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", trainer, "-p", plans,
              "-device", args.device], env, log)
@@ -188,8 +206,8 @@ def main(argv=None) -> int:
         run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--prompts",
              str(prompt_file), "-d", str(did), "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", plans,
              "-device", args.device, "-npp", "1", "-nps", "1"], env, log)
-        results[label] = measure(pred, raw, vocab, paraphrases, foreign)
-        (work / f"results_{trainer}.json").write_text(json.dumps(results[label], indent=1))
+        results[label] = {**measure(pred, raw, vocab, paraphrases, foreign), "training_seconds": timings[label]}
+        saved.write_text(json.dumps(results[label], indent=1))
     text = section(args.dataset, results, args, timings, args.test)
     write_section(Path(args.out), f"robustness-{args.dataset}", text)
     print(text)
