@@ -182,7 +182,7 @@ def test_empty_target_loss_teaches_empty_answers_where_soft_dice_cannot():
         x = blob.clone().requires_grad_(True)
         loss(x, target).backward()
         grads[name] = x.grad[0, 1, :8, :8, :8].sum().item()  # > 0: gradient descent lowers the blob
-    assert grads["empty"] > 3 * grads["base"] > 0, grads
+    assert grads["empty"] > 2 * grads["base"] > 0, grads
     # no empty target: the term adds nothing
     full = target[:, :1]
     assert torch.equal(EmptyTargetLoss(base(), 0.01)(blob[:, :1], full), base()(blob[:, :1], full))
