@@ -115,9 +115,10 @@ def ablation(work: Path, device: str, test_cases: int, repeats: int = 1, trainer
     done = work / "ablation_runs.json"  # each training takes a quarter of an hour: a rerun resumes
     results = json.loads(done.read_text()) if done.is_file() else {}
     for repeat in range(repeats):
-        for label, trainer in TRAINERS.items():
+        for trainer in trainers:  # in the order given
+            label = next(k for k, v in TRAINERS.items() if v == trainer)
             key = f"{label} (run {repeat + 1})"
-            if key in results or trainer not in trainers:
+            if key in results:
                 continue
             run_env = {**env, "nnUNet_results": str(work / "ablation" / f"results_run{repeat + 1}")}
             t = time.time()

@@ -99,6 +99,8 @@ class TextFusionTrainer(nnUNetTrainer):
     #: None: nnU-Net's Dice + BCE only. A fraction t of the patch: also score every empty-target prompt by
     #: its predicted volume V as V / (V + t * voxels), which soft Dice cannot do (:mod:`.loss`)
     empty_target_tolerance: Optional[float] = None
+    #: the weight of that term against Dice + BCE
+    empty_target_weight: float = 1.0
     #: at most this many concepts are scored per validation batch (online pseudo Dice)
     max_val_prompts: int = 8
     #: stop unless dataset.json names a reorienting reader (left and right are the patient's, see
@@ -195,7 +197,7 @@ class TextFusionTrainer(nnUNetTrainer):
         if self._do_i_compile():
             loss.dc = torch.compile(loss.dc)
         if self.empty_target_tolerance is not None:
-            loss = EmptyTargetLoss(loss, self.empty_target_tolerance)
+            loss = EmptyTargetLoss(loss, self.empty_target_tolerance, self.empty_target_weight)
         return self._wrap_deep_supervision(loss)
 
     def _wrap_deep_supervision(self, loss):
