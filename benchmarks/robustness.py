@@ -139,7 +139,8 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, flo
              f"`benchmarks/robustness_prompts.json`; similarity threshold {DEFAULT_MIN_SIMILARITY}. Trainers "
              "have the demo's schedule (800 steps) and differ only in `foreign_prompt_probability` (0.5 / 0) or in "
              "`empty_target_tolerance` (None / 0.01, training/loss.py). "
-             + ", ".join(f"training '{k}' {v / 60:.1f} min" for k, v in timings.items()) + ".", "",
+             + ", ".join(f"training '{k}' {v / 60:.1f} min" if v == v else f"'{k}' reused from an earlier run "
+                         "(--resume)" for k, v in timings.items()) + ".", "",
              "| measure | " + " | ".join(results) + " |", "| --- |" + " --- |" * len(results)]
 
     def row(name, fn):
