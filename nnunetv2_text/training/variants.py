@@ -106,19 +106,15 @@ class TextFusionTrainer_demoNoPartialLabels(TextFusionTrainer_demo):
 
 
 class TextFusionTrainer_emptyLoss(TextFusionTrainer):
-    """Empty-target prompts also scored by their predicted volume (:mod:`.loss`; issue #10). Weight 0.2:
-    at 1 the toy's foreign prompts all came back empty but its main terms fell to Dice 0.63 in 800 steps
-    (docs/RESULTS.md)."""
+    """Empty-target prompts also scored by their predicted volume (:mod:`.loss`; issue #10)."""
 
     empty_target_tolerance = 0.01
-    empty_target_weight = 0.2
 
 
 class TextFusionTrainer_demoEmptyLoss(TextFusionTrainer_demo):
     """The demo's schedule with the empty-target loss term (benchmarks/robustness.py --trainers)."""
 
     empty_target_tolerance = TextFusionTrainer_emptyLoss.empty_target_tolerance
-    empty_target_weight = TextFusionTrainer_emptyLoss.empty_target_weight
 
 
 class TextFusionTrainer_demoEmptyLossNoPartialLabels(TextFusionTrainer_demoEmptyLoss):
