@@ -25,7 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -128,7 +128,7 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
     return out
 
 
-def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, float], cases: int) -> str:
+def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Optional[float]], cases: int) -> str:
     dev = device_name(torch.device(args.device))
     lines = [f"<!-- robustness-{dataset} -->",
              f"## Language robustness: {dataset} ({datetime.date.today().isoformat()}, {dev})", "",
@@ -139,8 +139,8 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, flo
              f"`benchmarks/robustness_prompts.json`; similarity threshold {DEFAULT_MIN_SIMILARITY}. Trainers "
              "have the demo's schedule (800 steps) and differ only in `foreign_prompt_probability` (0.5 / 0) or in "
              "`empty_target_tolerance` (None / 0.01, training/loss.py). "
-             + ", ".join(f"training '{k}' {v / 60:.1f} min" if v == v else f"'{k}' reused from an earlier run "
-                         "(--resume)" for k, v in timings.items()) + ".", "",
+             + ", ".join(f"training '{k}' {v / 60:.1f} min" if v is not None else f"'{k}' reused from an "
+                         "earlier run (--resume)" for k, v in timings.items()) + ".", "",
              "| measure | " + " | ".join(results) + " |", "| --- |" + " --- |" * len(results)]
 
     def row(name, fn):
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
         saved = work / f"results_{trainer}.json"
         if args.resume and saved.is_file():
             results[label] = json.loads(saved.read_text())
-            timings[label] = results[label].get("training_seconds", float("nan"))
+            timings[label] = results[label].get("training_seconds")  # None: saved before it was recorded
             continue
         t = time.time()
         run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", trainer, "-p", plans,

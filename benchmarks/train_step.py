@@ -53,8 +53,10 @@ def make_step(net, loss, x, target, text, device, compile_net: bool):
 
 
 def measure(kind: str, arch, args, device, n_prompts: int = 0, design: dict = None) -> dict:
-    from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    from nnunetv2_text.training.loss import prompt_dice_bce_loss
 
     torch.manual_seed(0)
     patch = [args.patch] * 3
@@ -71,8 +73,7 @@ def measure(kind: str, arch, args, device, n_prompts: int = 0, design: dict = No
         net = text_network(arch, **(design or {})).to(device)
         target = [torch.randint(0, 2, (args.batch, n_prompts, *[p // s for p in patch]), device=device).float()
                   for s in scales]
-        loss = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5}, use_ignore_label=False,
-                               dice_class=MemoryEfficientSoftDiceLoss)
+        loss = prompt_dice_bce_loss()  # the text trainer's own loss
         text = torch.randn(args.batch, n_prompts, 384, device=device)
     step = make_step(net, loss, x, target, text, device, args.compile)
     if device.type == "cuda":

@@ -164,14 +164,7 @@ def test_empty_target_loss_teaches_empty_answers_where_soft_dice_cannot():
     """An empty-target prompt answered with a structure-sized blob: nnU-Net's Dice + BCE barely pushes it
     down (its Dice is flat there, its BCE is spread over the patch); the empty-target term does, and
     leaves prompts with a target alone."""
-    from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-
-    from nnunetv2_text.training.loss import EmptyTargetLoss
-
-    def base():
-        return DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5, "ddp": False},
-                               dice_class=MemoryEfficientSoftDiceLoss)
+    from nnunetv2_text.training.loss import EmptyTargetLoss, prompt_dice_bce_loss as base
 
     target = torch.zeros(1, 2, 32, 32, 32)
     target[0, 0, :8, :8, :8] = 1  # prompt 0: a structure of 512 voxels; prompt 1: nothing

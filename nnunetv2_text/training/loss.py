@@ -18,8 +18,19 @@ term it complements.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from torch import nn
+
+
+def prompt_dice_bce_loss(ddp: bool = False) -> DC_and_BCE_loss:
+    """nnU-Net's Dice + BCE per (sample, prompt): prompt slots hold different concepts in every batch, so
+    no batch Dice, and every slot (``do_bg``) is a foreground question."""
+    return DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5, "ddp": ddp},
+                           use_ignore_label=False, dice_class=MemoryEfficientSoftDiceLoss)
 
 
 class EmptyTargetLoss(nn.Module):
@@ -32,7 +43,7 @@ class EmptyTargetLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits and target (B, N, *spatial), target binary per prompt."""
         axes = tuple(range(2, logits.ndim))
-        voxels = float(torch.tensor(logits.shape[2:]).prod())
+        voxels = math.prod(logits.shape[2:])
         with torch.no_grad():
             empty = target.sum(axes) == 0
         volume = torch.sigmoid(logits.float()).sum(axes)

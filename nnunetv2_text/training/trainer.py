@@ -27,9 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_pickle
-from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
@@ -39,7 +37,7 @@ from nnunetv2_text.inference.plain_nnunet import refuse_plain_nnunet_predictor
 from nnunetv2_text.network import TextNetworkConfig, TextPromptableUNet, build_text_network, unwrap_network
 from nnunetv2_text.text.dataset_text import DatasetText, load_dataset_text, text_folder
 from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
-from nnunetv2_text.training.loss import EmptyTargetLoss
+from nnunetv2_text.training.loss import EmptyTargetLoss, prompt_dice_bce_loss
 from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
 from nnunetv2_text.utils.laterality import left_right_axis_from_properties, mirror_axes_without
 from nnunetv2_text.utils.orientation import properties_orientation, require_canonical_orientation
@@ -192,9 +190,7 @@ class TextFusionTrainer(nnUNetTrainer):
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _build_loss(self):
-        # per-prompt Dice + BCE: prompt slots are not consistent classes across the batch, so no batch Dice
-        loss = DC_and_BCE_loss({}, {"batch_dice": False, "do_bg": True, "smooth": 1e-5, "ddp": self.is_ddp},
-                               use_ignore_label=False, dice_class=MemoryEfficientSoftDiceLoss)
+        loss = prompt_dice_bce_loss(self.is_ddp)
         if self._do_i_compile():
             loss.dc = torch.compile(loss.dc)
         if self.empty_target_tolerance is not None:
