@@ -469,3 +469,28 @@ def test_bad_split_names_subject(tmp_path):
     res = run_cli("-i", str(src), "-d", "13", "-o", str(out), "--split", str(split))
     assert res.returncode != 0 and "topcow_ct_042" in res.stderr and str(split) in res.stderr
     assert leftovers(out) == []
+
+
+def test_every_instruction_names_exactly_its_vessel():
+    """A refiner's default edit scope is the vessels an instruction names (inference/refine.py), so every
+    instruction the conversion can write must name its class, and no other, in the shipped vocabulary."""
+    from nnunetv2_text.text.vocabulary import load_vocabulary
+
+    vocab = load_vocabulary(REPO / "vocab" / "topcow.json")
+    params = {"global_thickening": {"radius": 1}, "global_thinning": {"radius": 2}, "missing": {},
+              "local_thickening": {"range_pct": [20.0, 60.0], "radius": 2.0, "local_radius": 1.0},
+              "local_thinning": {"range_pct": [70.0, 95.0], "radius": 0.8, "local_radius": 2.0},
+              "shortening": {"range_pct": [50.0, 100.0]}, "disconnection": {"range_pct": [40.0, 55.0]},
+              "fragmentation": {"gaps_pct": [[20.0, 30.0], [60.0, 70.0]]}}
+    assert set(params) == set(ERROR_TYPES) - {"none"}
+    checked = 0
+    for label in TOPCOW_LABELS:
+        for t, p in params.items():
+            for seed in range(12):  # every template is drawn
+                d = describe_error({"type": t, "label": label, "params": p}, np.random.default_rng(seed))
+                for kind in ("instruction_short", "instruction_long"):
+                    named = [c.labels for c in vocab.mentions(d[kind])]
+                    assert named == [(label,)], (label, t, d[kind], named)
+                    checked += 1
+    none = describe_error({"type": "none", "label": None, "params": {}}, np.random.default_rng(0))
+    assert vocab.mentions(none["instruction_short"]) == [] and checked > 2000

@@ -25,6 +25,41 @@ def test_intensity_augmentation_touches_only_the_image_channel():
     torch.testing.assert_close(out[1:], image[1:])
 
 
+def test_a_round_edits_only_the_named_vessels_and_keeps_their_topology():
+    from nnunetv2_text.inference.refine import scoped_changes
+
+    old = np.zeros((9, 9, 20), np.uint8)
+    old[4, 4, 2:18] = 1          # vessel 1, one piece
+    old[6, 6, 2:18] = 2          # vessel 2, not named
+    proposed = old.copy()
+    proposed[4, 5, 2:18] = 1     # thicken 1: kept
+    proposed[6, 6, 2:5] = 0      # thin 2: not named, dropped
+    proposed[0, 0, 0:3] = 1      # an island of 1: dropped
+    accept = scoped_changes(old, proposed, [1])
+    assert accept[4, 5, 2:18].all() and not accept[6, 6].any() and not accept[0, 0].any()
+    # removing 1's middle would cut it in two: every removal of 1 in that round is dropped
+    cut = old.copy()
+    cut[4, 4, 9:11] = 0
+    cut[4, 4, 16:18] = 0
+    assert not scoped_changes(old, cut, [1]).any()
+    assert scoped_changes(old, cut, [1, 2]).sum() == 0
+    # shortening the end alone keeps one piece: allowed
+    short = old.copy()
+    short[4, 4, 16:18] = 0
+    assert scoped_changes(old, short, [1]).sum() == 2
+    # joining two pieces (fragmentation) is allowed; a vessel the shape lacks may grow from the shape
+    broken = old.copy()
+    broken[4, 4, 9:11] = 0
+    assert scoped_changes(broken, old, [1])[4, 4, 9:11].all()
+    missing = old.copy()
+    missing[5, 5, 2:10] = 3      # touches vessel 1 (26-neighbourhood): kept
+    missing[0, 8, 15:19] = 3     # floats: dropped
+    accept = scoped_changes(old, missing, [3])
+    assert accept[5, 5, 2:10].all() and not accept[0, 8].any()
+    # what the instruction does not name never changes, whatever the network proposes
+    assert not scoped_changes(old, missing, [1]).any()
+
+
 @pytest.fixture(scope="module")
 def cowtalk_model(cowtalk_dataset, nnunet_env):
     run_cli([cli("nnUNetv2_train"), str(COWTALK_ID), "3d_fullres", "0", "-tr", TRAINER, "-p", COWTALK_PLANS,
@@ -122,6 +157,12 @@ def test_bad_refinement_input_is_refused_before_anything_is_written(cowtalk_mode
     many.write_text(json.dumps({"cases": {case: ["Thin the basilar artery."] * 3}}))
     res = _refine(cowtalk_model, nnunet_env, inp, out, many, "--max_rounds", "2", check=False)
     assert res.returncode == 2 and f"case '{case}': 3 instructions" in res.stderr and not out.exists()
+    # an instruction that names no vessel the model knows (the default edit scope needs one)
+    vague = tmp_path / "vague.json"
+    vague.write_text(json.dumps({"cases": {case: ["Thin the basilar artery.", "Make it look better."]}}))
+    res = _refine(cowtalk_model, nnunet_env, inp, out, vague, check=False)
+    assert res.returncode == 2 and f"case '{case}', round 2" in res.stderr and "names no vessel" in res.stderr
+    assert not out.exists()
     # a shape channel that is not binary
     one = tmp_path / "one.txt"
     one.write_text("Thin the basilar artery.")

@@ -208,3 +208,18 @@ def test_pool_terms_close_to_the_vocabulary_are_left_out(minilm):
     assert "windpipe" not in kept and "basketball" not in kept and {"hello world", "red car"} <= set(kept)
     assert drop_close_to_vocabulary(pool, minilm.encode(pool), minilm.encode(own), 1.01) == pool
     assert 0 < MAX_POOL_SIMILARITY < 1
+
+
+def test_mentions_finds_whole_terms_longest_first():
+    vocab = parse_vocabulary({"concepts": [
+        {"id": "L-PCA", "main": "left posterior cerebral artery", "labels": [3],
+         "synonyms": ["L-PCA", "left PCA", "lt PCA", "PCA left", "left P1"]},
+        {"id": "R-PCA", "main": "right posterior cerebral artery", "labels": [2],
+         "synonyms": ["R-PCA", "right PCA", "rt PCA", "PCA right", "right P1"]},
+        {"id": "BA", "main": "basilar artery", "labels": [1],
+         "synonyms": ["BA", "basilar", "basilar trunk", "the basilar", "basilar a."]}]})
+    assert [c.id for c in vocab.mentions("Thin the left PCA, then the BASILAR artery.")] == ["L-PCA", "BA"]
+    assert [c.id for c in vocab.mentions("r-pca is too thick; so is the R PCA")] == ["R-PCA"]
+    # whole words only: 'bath' is not 'ba', 'rectangle' holds no term
+    assert vocab.mentions("Run a bath and draw a rectangle.") == []
+    assert vocab.mentions("") == []

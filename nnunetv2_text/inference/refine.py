@@ -8,15 +8,25 @@ Every step's output is kept (``steps/<case>_step<k>.nii.gz``) and the last is al
 label ids are mapped back to the dataset's original convention (e.g. 13 -> 15 for TopCoW's 3rd-A2). The
 rounds of a case share a state (:class:`Refiner`); an empty or no-change instruction returns the shape as
 it is.
+
+By default a round edits only what its instruction names (``edit_scope="named"``): the vessels that the
+model's vocabulary finds in the instruction ("Widen the right ICA." names R-ICA). A voxel may leave a named
+class (for background or another named class) or join a named class from background; every other change
+the network proposes is discarded, and so are additions that float free of their vessel and removals that
+cut a vessel in two (:func:`scoped_changes`). That keeps a correction where the instruction puts it: a
+CoWTalk instruction always names its artery, and no CoWTalk correction draws an island or splits a vessel. ``edit_scope="all"`` takes the network's
+proposal everywhere (the network alone, as the benchmark's control).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
+import cc3d
 import numpy as np
 import torch
+from scipy import ndimage
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.prompt_file import PromptFileError
@@ -61,6 +71,38 @@ def instruction_steps(spec: Dict[str, Union[str, List[str]]], case: str, iterati
     return [v] * iterations if isinstance(v, str) else list(v)
 
 
+EDIT_SCOPES = ("named", "all")
+
+
+def _components(mask: np.ndarray) -> tuple:
+    return cc3d.connected_components(mask, connectivity=26, return_N=True)
+
+
+def scoped_changes(old: np.ndarray, proposed: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Which voxels may take their proposed label when an instruction names ``classes`` (bool mask).
+
+    Allowed: a voxel of a named class becomes background or another named class, and a background voxel
+    becomes a named class. Within that, an edit keeps each named vessel's topology unless it joins pieces:
+    voxels added to a class must be connected (26-neighbourhood) to what the class already has, or, for
+    a class the shape lacks, to the shape's vessels; removals that would split a class into more pieces
+    than it had are dropped. None of CoWTalk's corrections draws an island or cuts a vessel in two.
+    """
+    named_now, named_before = np.isin(proposed, classes), np.isin(old, classes)
+    accept = (proposed != old) & ((named_before & (named_now | (proposed == 0))) | ((old == 0) & named_now))
+    for c in classes:
+        before = old == c
+        after = np.where(accept, proposed, old) == c
+        components, _ = _components(after)
+        anchors = (before & after) if before.any() else \
+            after & ndimage.binary_dilation(old > 0, structure=np.ones((3, 3, 3), bool))
+        anchored = np.isin(components, np.unique(components[anchors])) & after
+        accept &= ~(after & ~before & ~anchored)
+        after = np.where(accept, proposed, old) == c
+        if _components(after)[1] > _components(before)[1]:
+            accept &= ~(before & ~after)
+    return accept
+
+
 class Refiner:
     """Wraps a :class:`TextPredictor` holding a multi-class refinement model.
 
@@ -72,8 +114,14 @@ class Refiner:
     for nothing (empty, or a no-change sentence) leaves the state and the shape exactly as they are.
     """
 
-    def __init__(self, predictor):
+    def __init__(self, predictor, edit_scope: str = "named"):
+        if edit_scope not in EDIT_SCOPES:
+            raise UserInputError(f"edit scope '{edit_scope}': choose one of {', '.join(EDIT_SCOPES)}")
+        if edit_scope == "named" and predictor.vocabulary is None:
+            raise UserInputError("this refinement model carries no vocabulary to find the vessels an instruction "
+                                 "names: use edit scope 'all'")
         self.p = predictor
+        self.edit_scope = edit_scope
         ct = predictor.dataset_json.get("cowtalk")
         if ct is None or predictor.network_config.outputs_per_prompt < 2:
             raise UserInputError("not a refinement model: its dataset.json has no 'cowtalk' entry")
@@ -83,6 +131,21 @@ class Refiner:
         self.num_classes = predictor.network_config.outputs_per_prompt
         self.prior_logit = predictor.network_config.shape_prior_logit \
             if predictor.network_config.shape_prior_channels is not None else 0.0
+
+    def named_classes(self, instruction: str) -> Optional[List[int]]:
+        """The classes (contiguous ids) a round may edit; None when every class may change (scope 'all')."""
+        if self.edit_scope == "all":
+            return None
+        return sorted({v for c in self.p.vocabulary.mentions(instruction) for v in c.labels})
+
+    def check_instructions(self, case: str, steps: Sequence[str]) -> None:
+        """Under scope 'named' every instruction that asks for an edit must name a vessel the model knows."""
+        for k, instruction in enumerate(steps):
+            if not is_no_change(instruction) and self.named_classes(instruction) == []:
+                raise UserInputError(
+                    f"case '{case}', round {k + 1}: the instruction '{instruction}' names no vessel this model "
+                    f"knows (for example '{self.p.vocabulary.concepts[0].main}'); name the vessel to edit, or "
+                    "let the network edit every class with --edit_scope all")
 
     def check_shapes(self, case: str, files: Sequence[str], data: np.ndarray) -> None:
         """A shape channel must be binary: anything else is a user's mistake, named before any output."""
@@ -138,8 +201,15 @@ class Refiner:
                 continue
             probs = self.step(data, props, instruction).astype(np.float32)
             # this round's correction, relative to what the unchanged shape alone would give
-            state = state + np.log(np.clip(probs, 1e-6, None)) - self.prior_log_probs(seg)
-            state -= state.max(0, keepdims=True)  # keep the running sum bounded; the argmax is unchanged
+            proposal = state + np.log(np.clip(probs, 1e-6, None)) - self.prior_log_probs(seg)
+            proposal -= proposal.max(0, keepdims=True)  # keep the running sum bounded; the argmax is unchanged
+            classes = self.named_classes(instruction)
+            if classes is None:
+                state = proposal
+            else:  # voxels whose proposed change lies outside the scope keep their state (and label)
+                proposed = proposal.argmax(0)
+                take = scoped_changes(seg, proposed, classes) | (proposed == seg)
+                state = np.where(take[None], proposal, state)
             seg = state.argmax(0).astype(seg.dtype)
             outs.append((seg, True))
             data = self.feed_back(data, seg)
@@ -153,19 +223,21 @@ class Refiner:
 
 
 def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, spec, iterations: int = 1,
-                  max_rounds: int = 10) -> dict:
+                  max_rounds: int = 10, edit_scope: str = "named") -> dict:
     """Refine every case, one round per instruction, saving every round's label map; every case's rounds
-    and shape channels are checked before anything is written."""
-    refiner = Refiner(predictor)
+    (count, and under scope 'named' the vessels they name) and shape channels are checked before anything
+    is written."""
+    refiner = Refiner(predictor, edit_scope)
     steps_of = {c: instruction_steps(spec, c, iterations) for c in cases}
     for case, steps in steps_of.items():
         if len(steps) > max_rounds:
             raise UserInputError(f"case '{case}': {len(steps)} instructions, more than --max_rounds {max_rounds}")
+        refiner.check_instructions(case, steps)
     rw = predictor.plans_manager.image_reader_writer_class()
     for case, files in cases.items():
         refiner.check_shapes(case, files, rw.read_images(list(files))[0])
     ending = predictor.dataset_json["file_ending"]
-    manifest = {"format": "nnunetv2_text.refinement", "version": 2, "cases": {}}
+    manifest = {"format": "nnunetv2_text.refinement", "version": 3, "edit_scope": edit_scope, "cases": {}}
     for case, files in cases.items():
         outs, props = refiner.refine(files, steps_of[case])
         entry, previous = [], None
@@ -173,7 +245,9 @@ def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, s
             name = f"steps/{case}_step{k + 1}{ending}"
             with atomic_path(Path(output_folder) / name) as tmp:
                 rw.write_seg(refiner.to_original_ids(seg), tmp, props)
+            named = refiner.named_classes(instr)
             entry.append({"step": k + 1, "instruction": instr, "file": name, "network_ran": ran,
+                          "edits": None if named is None else [refiner.to_original.get(c, c) for c in named],
                           "changed_voxels": None if previous is None else int((seg != previous).sum())})
             previous = seg
         with atomic_path(Path(output_folder) / f"{case}{ending}") as tmp:

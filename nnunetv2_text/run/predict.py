@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refinement: repeat a single instruction this many times (each output fed back)")
     p.add_argument("--max_rounds", type=int, default=10,
                    help="refinement: the most instructions (rounds) one case may have (default: 10)")
+    p.add_argument("--edit_scope", choices=("named", "all"), default="named",
+                   help="refinement: 'named' (default) lets a round change only the vessels its instruction names, "
+                        "and never add a vessel island; 'all' takes the network's output everywhere")
     p.add_argument("-d", help="dataset id or name (with -c, -tr, -p; or give the model folder with -m)")
     p.add_argument("-c", help="configuration, e.g. 3d_fullres")
     p.add_argument("-m", help="trained model folder (as nnUNetv2_predict_from_modelfolder's -m); replaces -d/-c/-tr/-p")
@@ -113,7 +116,8 @@ def main(argv=None) -> int:
     if args.instructions:
         cases = list_input_cases(args.i, predictor.dataset_json["file_ending"], predictor.num_input_channels)
         mine = dict(list(cases.items())[args.part_id::args.num_parts])
-        manifest = refine_folder(predictor, mine, args.o, spec, args.iterations, args.max_rounds)
+        manifest = refine_folder(predictor, mine, args.o, spec, args.iterations, args.max_rounds,
+                                 args.edit_scope)
     else:
         manifest = predict_folder(predictor, args.i, args.o, spec, args.save_probabilities,
                                   args.continue_prediction, args.npp, args.nps, args.part_id, args.num_parts,

@@ -45,6 +45,11 @@ def normalize_term(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip()).lower()
 
 
+def _tokens(text: str) -> Tuple[str, ...]:
+    """Lower-case words and numbers of a text, punctuation dropped: the unit :meth:`Vocabulary.mentions` matches."""
+    return tuple(re.findall(r"[^\W_]+", text.casefold()))
+
+
 @dataclass(frozen=True)
 class Concept:
     """One promptable structure: a main term, its synonyms and the label values it covers."""
@@ -66,6 +71,7 @@ class Vocabulary:
     concepts: List[Concept]
     source: str = "<memory>"
     _by_term: Dict[str, Concept] = field(default_factory=dict, repr=False)
+    _token_terms: Optional[Dict[Tuple[str, ...], Concept]] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         ids = set()
@@ -91,6 +97,35 @@ class Vocabulary:
     def lookup(self, term: str) -> Optional[Concept]:
         """The concept a term names, or None when the vocabulary does not know the term."""
         return self._by_term.get(normalize_term(term))
+
+    def mentions(self, text: str) -> List[Concept]:
+        """The concepts a sentence names ("Widen the right ICA." -> R-ICA), in order of appearance.
+
+        A refinement instruction scopes its edit by the vessels it names. Terms are matched as whole
+        words, ignoring case and punctuation ("R-PCA" = "R PCA"), longest term first, so "left PCA" is
+        not also read as a shorter term inside it. A word sequence shared by two concepts names neither.
+        """
+        if self._token_terms is None:
+            table: Dict[Tuple[str, ...], Optional[Concept]] = {}
+            for c in self.concepts:
+                for t in c.terms:
+                    key = _tokens(t)
+                    if key:
+                        table[key] = c if table.get(key, c) is c else None
+            self._token_terms = {k: c for k, c in table.items() if c is not None}
+        words, found, i = _tokens(text), [], 0
+        longest = max((len(k) for k in self._token_terms), default=0)
+        while i < len(words):
+            for n in range(min(longest, len(words) - i), 0, -1):
+                c = self._token_terms.get(tuple(words[i:i + n]))
+                if c is not None:
+                    if c not in found:
+                        found.append(c)
+                    i += n
+                    break
+            else:
+                i += 1
+        return found
 
     def all_terms(self) -> List[str]:
         """Every term of every concept, in file order, without duplicates."""
