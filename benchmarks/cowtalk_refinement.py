@@ -4,6 +4,7 @@ Per error type, on held-out subjects, Dice / clDice / Betti-0 error of
 - the erroneous input,
 - the refined output with the case's own instruction (all its errors, one round),
 - a wrong instruction (the instruction of another held-out case whose error types and classes differ),
+- a contrary instruction (the same vessels, the opposite edit),
 - no instruction (an empty round; by construction it returns the input),
 - multi-round sessions: one error's instruction per round, rounds 1, 2 and 3 (a round without an error
   left is empty),
@@ -33,8 +34,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 import torch
 
+from dataset_conversion.cowtalk.instructions import describe_error
 from dataset_conversion.cowtalk.phantom import write_phantom_topcow
 from nnunetv2_text.demo.pipeline import command, nnunet_env, run
 
@@ -62,6 +65,21 @@ def wrong_instruction(case: str, recs: Dict[str, dict]) -> str:
                 and not labels & {e["label"] for e in theirs}:
             return recs[other]["instruction_short"]
     raise RuntimeError(f"no held-out case has errors unlike those of {case}: use more --test or --variants")
+
+
+#: corrections that remove voxels; every other error type is corrected by adding voxels
+REMOVING = ("global_thickening", "local_thickening")
+
+
+def contrary_instruction(case: str, recs: Dict[str, dict]) -> str:
+    """Same vessels, opposite edit: 'Thin the X.' where the case needs X grown, 'Thicken the X.' where it needs
+    X reduced. Against the right instruction it shows whether the network reads the verb, not only the
+    vessel (which the default edit scope reads by itself)."""
+    rng = np.random.default_rng(0)
+    texts = [describe_error({"type": "global_thinning" if e["type"] in REMOVING else "global_thickening",
+                             "label": e["label"], "params": {"radius": 1}}, rng)["instruction_short"]
+             for e in recs[case]["errors"] if e["type"] != "none"]
+    return " ".join(texts) if texts else recs[case]["instruction_short"]
 
 
 def evaluate(folder: Path, raw: Path, env: dict, log: Path) -> Dict[str, dict]:
@@ -96,6 +114,7 @@ def run_mode(mode: str, args, topcow: Path, split: Path, work: Path, env: dict, 
     conditions = {  # name -> (instructions per case, edit scope)
         "right": (right, "named"),
         "wrong": ({c: wrong_instruction(c, recs) for c in recs}, "named"),
+        "contrary": ({c: contrary_instruction(c, recs) for c in recs}, "named"),
         "none": ({c: "" for c in recs}, "named"),
         "alone": (right, "all"),
         "rounds": ({c: ([e["instruction_short"] for e in r["errors"] if e["type"] != "none"] + [""] * ROUNDS)[:ROUNDS]
@@ -154,15 +173,16 @@ def section(mode: str, res: dict) -> List[str]:
     lines = [f"### {'With the image' if mode == 'image' else 'Without the image (--no-image)'}", "",
              f"{res['cases']} held-out cases; training {minutes}. Error types among them "
              f"(count of errors): " + ", ".join(f"{k} {v}" for k, v in sorted(res["coverage"].items())) + ".", "",
-             "| error type | cases | Dice in | right | wrong | none | alone | clDice in | right | wrong | alone "
-             "| Betti-0 err in | right | wrong | alone |", "|---" * 15 + "|"]
+             "| error type | cases | Dice in | right | wrong | contrary | none | alone | clDice in | right | wrong "
+             "| alone | Betti-0 err in | right | wrong | contrary | alone |", "|---" * 17 + "|"]
     for e in types:
-        r, w, n, a = (t[k].get(e, {}) for k in ("right", "wrong", "none", "alone"))
+        r, w, c, n, a = (t[k].get(e, {}) for k in ("right", "wrong", "contrary", "none", "alone"))
         lines.append(f"| {e} | {r['n_cases']} | {fmt(r['dice_input'])} | {fmt(r['dice_refined'])} | "
-                     f"{fmt(w.get('dice_refined'))} | {fmt(n.get('dice_refined'))} | {fmt(a.get('dice_refined'))} | "
-                     f"{fmt(r['cldice_input'])} | {fmt(r['cldice_refined'])} | {fmt(w.get('cldice_refined'))} | "
-                     f"{fmt(a.get('cldice_refined'))} | {fmt(r['betti0_input'])} | {fmt(r['betti0_refined'])} | "
-                     f"{fmt(w.get('betti0_refined'))} | {fmt(a.get('betti0_refined'))} |")
+                     f"{fmt(w.get('dice_refined'))} | {fmt(c.get('dice_refined'))} | {fmt(n.get('dice_refined'))} | "
+                     f"{fmt(a.get('dice_refined'))} | {fmt(r['cldice_input'])} | {fmt(r['cldice_refined'])} | "
+                     f"{fmt(w.get('cldice_refined'))} | {fmt(a.get('cldice_refined'))} | {fmt(r['betti0_input'])} | "
+                     f"{fmt(r['betti0_refined'])} | {fmt(w.get('betti0_refined'))} | {fmt(c.get('betti0_refined'))} "
+                     f"| {fmt(a.get('betti0_refined'))} |")
     lines += ["", verdict(t["right"])]
     lines += ["", "Multi-round sessions (one error's instruction per round; an empty round when no error is left):",
               "", "| error type | Dice in | round 1 | round 2 | round 3 | Betti-0 err in | round 1 | round 2 | round 3 |",
@@ -204,7 +224,8 @@ def main(argv=None) -> int:
              f"subjects x {args.variants} variants, {args.test} held-out subjects x {args.variants} variants. "
              "'in' is the erroneous input; 'right' the refined output with the case's own (short) instruction, one "
              "round; 'wrong' with the instruction of another held-out case whose error types and classes differ; "
-             "'none' with an empty instruction; 'alone' the right instruction with `--edit_scope all` (the network's "
+             "'contrary' names the same vessels with the opposite edit ('Thin the X.' where X must grow, 'Thicken the X.' "
+             "where it must shrink); 'none' with an empty instruction; 'alone' the right instruction with `--edit_scope all` (the network's "
              "output everywhere), where the others use the default scope (only the vessels the instruction names "
              "change, without islands or cuts). Dice and Betti-0 error: mean over classes present in either mask; "
              "clDice: the merged vessel mask. A case with several error types counts in each row.", ""]
