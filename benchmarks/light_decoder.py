@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     p = toy_or_mni_parser(__doc__)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--trainers", nargs="+", choices=tuple(LABELS), default=list(LABELS)[:2],
-                   help="designs to train; rows of earlier runs in the same workdir are kept")
+                   help="designs to train; runs of earlier invocations in the same workdir are kept, and new "
+                        "runs are added to them")
     args = p.parse_args(argv)
     work, env, log, raw, did, plans, vocab_name = prepare_run(args, "light_decoder.log")
     vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
@@ -65,8 +66,8 @@ def main(argv=None) -> int:
     results: Dict[str, List[Dict]] = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for trainer in args.trainers:
         label = LABELS[trainer]
-        results[label] = []
-        for rep in range(args.repeats):
+        done = len(results.get(label, []))  # runs of earlier invocations in this workdir are kept
+        for rep in range(done, done + args.repeats):
             results_dir = Path(env["nnUNet_results"])
             for old in results_dir.glob(f"Dataset{did}_*/{trainer}__*"):  # a repeat trains from scratch
                 shutil.rmtree(old)
