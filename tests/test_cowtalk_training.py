@@ -88,7 +88,7 @@ def test_iterative_refinement_keeps_every_step(cowtalk_model, nnunet_env, tmp_pa
     record = json.loads((raw / "instructionsTr" / f"{case}.json").read_text())
     instructions = tmp_path / "instructions.json"
     instructions.write_text(json.dumps({"cases": {case: [e["instruction_short"] for e in record["errors"]][:2]
-                                                  + ["Leave everything else unchanged."]}}))
+                                                  + ["Keep the segmentation as it is."]}}))
     out = tmp_path / "out"
     run_cli([cli("nnUNetv2_text_predict"), "-i", str(inp), "-o", str(out), "--instructions", str(instructions),
              "-d", str(COWTALK_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", COWTALK_PLANS, "-device", "cpu"],
@@ -96,6 +96,9 @@ def test_iterative_refinement_keeps_every_step(cowtalk_model, nnunet_env, tmp_pa
     manifest = json.loads((out / "refinement.json").read_text())
     steps = manifest["cases"][case]["steps"]
     assert len(steps) == min(2, len(record["errors"])) + 1
+    for step, e in zip(steps, record["errors"][:2]):  # each round may edit the vessel it names (TopCoW ids)
+        assert step["network_ran"] == (e["type"] != "none") and step["edits"] == ([e["label"]] if e["label"] else [])
+    assert steps[-1]["network_ran"] is False and steps[-1]["changed_voxels"] == 0
     src = sitk.ReadImage(str(inp / f"{case}_0000.nii.gz"))
     for s in steps + [{"file": manifest["cases"][case]["final"]}]:
         img = sitk.ReadImage(str(out / s["file"]))
@@ -137,6 +140,7 @@ def test_no_change_and_empty_rounds_return_the_input_shape_exactly(cowtalk_model
         expected[(arr > 0.5) & (expected == 0)] = int(original)
     steps = json.loads((out / "refinement.json").read_text())["cases"][case]["steps"]
     assert [s["network_ran"] for s in steps] == [False, False]
+    assert [s["changed_voxels"] for s in steps] == [0, 0] and all(s["edits"] == [] for s in steps)
     for s in steps:
         np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / s["file"]))), expected)
 

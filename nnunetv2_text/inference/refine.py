@@ -189,10 +189,11 @@ class Refiner:
         return out
 
     def refine(self, files: Sequence[str], steps: Sequence[str]):
-        """-> ([(label map, changed by this round?) per round], properties of the input images); the shape
-        channels are checked beforehand (:meth:`check_shapes`, as :func:`refine_folder` does for all cases)."""
+        """-> ([(label map, changed by this round?) per round], properties of the input images, the input
+        label map); the shape channels are checked beforehand (:meth:`check_shapes`, as
+        :func:`refine_folder` does for all cases)."""
         data, props = self.p.plans_manager.image_reader_writer_class().read_images(list(files))
-        seg = self.shape_of(data)
+        seg = given = self.shape_of(data)
         state = self.prior_log_probs(seg)
         outs = []
         for instruction in steps:
@@ -213,7 +214,7 @@ class Refiner:
             seg = state.argmax(0).astype(seg.dtype)
             outs.append((seg, True))
             data = self.feed_back(data, seg)
-        return outs, props
+        return outs, props, given
 
     def to_original_ids(self, seg: np.ndarray) -> np.ndarray:
         out = seg.astype(np.uint16 if max(self.to_original.values(), default=0) > 255 else np.uint8)
@@ -239,8 +240,8 @@ def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, s
     ending = predictor.dataset_json["file_ending"]
     manifest = {"format": "nnunetv2_text.refinement", "version": 3, "edit_scope": edit_scope, "cases": {}}
     for case, files in cases.items():
-        outs, props = refiner.refine(files, steps_of[case])
-        entry, previous = [], None
+        outs, props, previous = refiner.refine(files, steps_of[case])
+        entry = []
         for k, ((seg, ran), instr) in enumerate(zip(outs, steps_of[case])):
             name = f"steps/{case}_step{k + 1}{ending}"
             with atomic_path(Path(output_folder) / name) as tmp:
@@ -248,7 +249,7 @@ def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, s
             named = refiner.named_classes(instr)
             entry.append({"step": k + 1, "instruction": instr, "file": name, "network_ran": ran,
                           "edits": None if named is None else [refiner.to_original.get(c, c) for c in named],
-                          "changed_voxels": None if previous is None else int((seg != previous).sum())})
+                          "changed_voxels": int((seg != previous).sum())})
             previous = seg
         with atomic_path(Path(output_folder) / f"{case}{ending}") as tmp:
             rw.write_seg(refiner.to_original_ids(outs[-1][0]), tmp, props)
