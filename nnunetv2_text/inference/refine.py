@@ -14,8 +14,9 @@ model's vocabulary finds in the instruction ("Widen the right ICA." names R-ICA)
 class (for background or another named class) or join a named class from background; every other change
 the network proposes is discarded, and so are additions that float free of their vessel and removals that
 cut a vessel in two (:func:`scoped_changes`). That keeps a correction where the instruction puts it: a
-CoWTalk instruction always names its artery, and no CoWTalk correction draws an island or splits a vessel. ``edit_scope="all"`` takes the network's
-proposal everywhere (the network alone, as the benchmark's control).
+CoWTalk instruction always names its artery, and no CoWTalk correction draws an island or splits a
+vessel. ``edit_scope="all"`` takes the network's proposal everywhere (the network alone, the benchmark's
+control).
 """
 from __future__ import annotations
 
