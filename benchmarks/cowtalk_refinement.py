@@ -89,13 +89,12 @@ def evaluate(folder: Path, raw: Path, env: dict, log: Path) -> Dict[str, dict]:
     return {r["error_type"]: r for r in csv.DictReader(open(report / "cowtalk_table.csv"))}
 
 
-def run_mode(mode: str, args, topcow: Path, split: Path, work: Path, env: dict, log: Path) -> dict:
+def run_mode(mode: str, args, topcow: Path, split: Path, work: Path, env: dict, log: Path, previous: dict) -> dict:
+    """One conversion's tables; ``previous`` is this mode's entry of an earlier run's results (for --reuse)."""
     did = DATASET_IDS[mode]
     plans = "nnUNetResEncUNetSmallPlans" if args.small else "nnUNetResEncUNetMPlans"
     checkpoint = Path(env["nnUNet_results"]) / f"Dataset{did}_CoWTalk" / f"{args.trainer}__{plans}__3d_fullres" / \
         "fold_all" / "checkpoint_final.pth"
-    previous = json.loads((work / "results.json").read_text()).get(mode, {}) if (work / "results.json").is_file() \
-        else {}
     if args.reuse and checkpoint.is_file():  # evaluate the model an earlier run of this command trained
         train_s = previous.get("train_s")
     else:
@@ -213,7 +212,7 @@ def main(argv=None) -> int:
     results_file = work / "results.json"
     results = json.loads(results_file.read_text()) if args.reuse and results_file.is_file() else {}
     for mode in args.modes:
-        results[mode] = run_mode(mode, args, topcow, split, work, env, log)
+        results[mode] = run_mode(mode, args, topcow, split, work, env, log, results.get(mode, {}))
         results_file.write_text(json.dumps(results, indent=1))
     device = device_name(torch.device(args.device))
     plans = next(iter(results.values()))["plans"]
