@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+import torch
 
 from conftest import CASE_B, predict_args, run_cli
 from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.api import TextSegmenter
+from nnunetv2_text.inference.export import UNDERSTOOD_KEYS
 
 HELD_OUT = json.loads((Path(__file__).parents[1] / "benchmarks" / "robustness_prompts.json").read_text())
 MAIN = {"ball": 1, "box": 2, "rod": 3}
@@ -20,26 +23,38 @@ def read(path):
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
-def test_manifest_records_nearest_concept_similarity_and_presence(predictions):
+def test_manifest_records_nearest_concept_similarity_and_presence(predictions, trained_model):
+    pool = json.loads((trained_model["folder"] / "text" / "foreign_prompts.json").read_text())["prompts"]
+    ckpt = torch.load(trained_model["folder"] / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                      weights_only=False)
+    assert ckpt["text"]["foreign"] == pool  # the predictor compares prompts with the pool training saw
+    pool = set(pool)
     for case, prompts in predictions["manifest"]["cases"].items():
         for prompt, rec in prompts.items():
             u = rec["understood"]
-            assert set(u) == {"concept", "term", "similarity"} and 0.0 <= rec["presence"] <= 1.0
+            assert set(u) == set(UNDERSTOOD_KEYS) and 0.0 <= rec["presence"] <= 1.0
+            # how far the prompt stands from the phrases taught to give nothing, and which one is nearest
+            assert u["foreign_term"] in pool and abs(u["margin"] - (u["similarity"] - u["foreign_similarity"])) < 2e-4
         # vocabulary terms are understood as themselves, and are known
         assert prompts["sphere"]["understood"]["concept"] == "ball"
         assert prompts["sphere"]["understood"]["similarity"] == 1.0 and prompts["sphere"]["flag"] is None
         assert prompts["the cubic object"]["understood"]["concept"] == "box"
     assert predictions["manifest"]["model"]["on_unknown"] == "warn"
+    assert {"min_similarity", "min_margin"} <= set(predictions["manifest"]["model"])
 
 
-def test_unknown_prompt_is_refused_before_anything_is_written(toy_dataset, trained_model, nnunet_env, tmp_path):
+@pytest.mark.parametrize("threshold, why", [(("--min_similarity", "0.99"), "< 0.99"),
+                                            (("--min_margin", "0.95"), "taught to answer with nothing")])
+def test_unknown_prompt_is_refused_before_anything_is_written(toy_dataset, trained_model, nnunet_env, tmp_path,
+                                                             threshold, why):
     prompts = tmp_path / "p.txt"
     prompts.write_text("ball\nthe long stick\n", encoding="utf-8")
     out = tmp_path / "out"
     res = run_cli(predict_args(toy_dataset, trained_model, toy_dataset["raw"] / "imagesTs", out, prompts,
-                               "--on_unknown", "error", "--min_similarity", "0.99"), nnunet_env, check=False)
+                               "--on_unknown", "error", *threshold), nnunet_env, check=False)
     assert res.returncode == 2, res.stderr[-2000:]
-    assert "prompt 'the long stick' names nothing the model learned" in res.stderr
+    assert "prompt 'the long stick' names nothing the model learned" in res.stderr and why in res.stderr
+    assert f"lower {threshold[0]}" in res.stderr
     assert "concept 'rod'" in res.stderr and str(prompts) in res.stderr and "Traceback" not in res.stderr
     assert not out.exists()
 
@@ -73,3 +88,20 @@ def test_foreign_prompts_give_empty_masks_and_main_terms_still_work(trained_mode
             empty += int(masks[p].sum() <= 0.01 * smallest)
             worst.append((int(masks[p].sum()), info[p]["similarity"], p))
     assert empty / total >= 0.9, (empty, total, sorted(worst)[-8:])
+
+
+def test_nearest_term_wording_answers_as_the_understood_term(trained_model, toy_dataset):
+    """``wording="nearest_term"``: a known paraphrase gets exactly the mask of the training term it was
+    understood as; written as is, the network reads the paraphrase itself (another answer)."""
+    seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
+    image = toy_dataset["raw"] / "imagesTs" / f"{CASE_B}_0000.nii.gz"
+    paraphrase = "a brick-like block"
+    masks, info = seg.predict(image, [paraphrase], return_info=True, wording="nearest_term")
+    term = info[paraphrase]["term"]
+    assert info[paraphrase]["concept"] == "box" and info[paraphrase]["flag"] is None and term != paraphrase
+    as_term = seg.predict(image, [term], return_probabilities=True)[term]
+    nearest = seg.predict(image, [paraphrase], return_probabilities=True, wording="nearest_term")[paraphrase]
+    as_written = seg.predict(image, [paraphrase], return_probabilities=True)[paraphrase]
+    assert np.array_equal(nearest, as_term)
+    assert not np.array_equal(as_written, as_term)  # the swap changed what the network saw
+    assert masks[paraphrase].sum() > 0

@@ -18,7 +18,7 @@ from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import answer_prompts, logits_to_masks, presence_scores, prompt_record
 from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
 from nnunetv2_text.inference.predictor import TextPredictor
-from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.utils.orientation import to_storage_layout
 
 ImageLike = Union[str, Path, Sequence[Union[str, Path]], np.ndarray]
@@ -52,11 +52,14 @@ class TextSegmenter:
                 raise UserInputError(f"{f}: image not found")
         return p.plans_manager.image_reader_writer_class().read_images(files)
 
-    def understand(self, prompts: Sequence[str], min_similarity: float = DEFAULT_MIN_SIMILARITY) -> Dict[str, dict]:
-        """{prompt: {"concept", "term", "similarity", "known"}}: what the model makes of each prompt (its
-        nearest training term after centring), as recorded in the prediction manifest; no image needed."""
+    def understand(self, prompts: Sequence[str], min_similarity: float = DEFAULT_MIN_SIMILARITY,
+                   min_margin: float = DEFAULT_MIN_MARGIN) -> Dict[str, dict]:
+        """{prompt: {"concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin", "known",
+        "unknown_because"}}: what the model makes of each prompt (:meth:`TextPredictor.understand`), as
+        recorded in the prediction manifest; no image needed."""
         prompts = self._check_prompts(prompts)
-        return self.predictor.understand(prompts, self.predictor.embed_prompts(prompts), min_similarity)
+        return self.predictor.understand(prompts, self.predictor.embed_prompts(prompts), min_similarity,
+                                         min_margin=min_margin)
 
     @staticmethod
     def _check_prompts(prompts: Sequence[str]) -> List[str]:
@@ -67,7 +70,8 @@ class TextSegmenter:
 
     def predict(self, image: ImageLike, prompts: Sequence[str], spacing: Optional[Sequence[float]] = None,
                 return_probabilities: bool = False, return_info: bool = False,
-                on_unknown: str = "warn", min_similarity: float = DEFAULT_MIN_SIMILARITY):
+                on_unknown: str = "warn", min_similarity: float = DEFAULT_MIN_SIMILARITY,
+                min_margin: float = DEFAULT_MIN_MARGIN, wording: str = "as_written"):
         """{prompt: uint8 mask in the input's array layout} (or float16 probabilities).
 
         A file is read with the model's reader (reoriented if the model is) and its masks are returned in
@@ -78,16 +82,18 @@ class TextSegmenter:
 
         With ``return_info`` also ``{prompt: {...}}``, the manifest's record of each prompt (what it was
         understood as, presence, flag, and for a position prompt how its concept was chosen).
-        ``on_unknown`` acts on prompts below ``min_similarity`` as ``nnUNetv2_text_predict --on_unknown``
-        does (warn, empty or error)."""
+        ``on_unknown`` acts on unknown prompts (below ``min_similarity``, or less than ``min_margin`` above
+        the foreign phrases) as ``nnUNetv2_text_predict --on_unknown`` does (warn, empty or error);
+        ``wording`` as ``--wording`` (:meth:`TextPredictor.reword`)."""
         p = self.predictor
         prompts = self._check_prompts(prompts)
         positions, candidates = plan_position_prompts(prompts, p.vocabulary)
         run = network_prompts(prompts, positions, candidates)
         emb = p.embed_prompts(run)
-        understood = p.understand(run, emb, min_similarity)
+        understood = p.understand(run, emb, min_similarity, min_margin=min_margin)
         blank = p.prompts_to_empty({q: understood[q] for q in prompts if q in understood}, on_unknown,
-                                   min_similarity)
+                                   min_similarity, min_margin)
+        emb = p.reword(run, emb, understood, wording)
         data, props = self._load(image, spacing)
         if data.shape[0] != p.num_input_channels:
             raise UserInputError(f"image has {data.shape[0]} channel(s), the model needs {p.num_input_channels}")

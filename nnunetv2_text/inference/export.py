@@ -80,6 +80,10 @@ def answer_prompts(masks: np.ndarray, network_prompts: Sequence[str], prompts: S
     return out
 
 
+#: what the manifest records of how a prompt was understood (:meth:`TextPredictor.understand`)
+UNDERSTOOD_KEYS = ("concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin")
+
+
 def prompt_record(prompt: str, voxels: int, voxel_ml: float, presence: float, info: Optional[dict],
                   blanked: bool, why: Optional[dict]) -> dict:
     """The manifest's (and the Python API's) account of one prompt's answer."""
@@ -88,7 +92,7 @@ def prompt_record(prompt: str, voxels: int, voxel_ml: float, presence: float, in
                 "understood": {"relation": why["relation"], "concept": why["chosen"]}, "position": why,
                 "flag": why["flag"]}
     return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml, 4), "presence": round(presence, 4),
-            "understood": None if info is None else {k: info[k] for k in ("concept", "term", "similarity")},
+            "understood": None if info is None else {k: info[k] for k in UNDERSTOOD_KEYS},
             "flag": None if info is None else unknown_flag(info["known"], blanked)}
 
 

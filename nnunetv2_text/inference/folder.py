@@ -31,7 +31,7 @@ from tqdm import tqdm
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
 from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
-from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_SIMILARITY, ON_UNKNOWN, PromptFileError, PromptSpec,
+from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, ON_UNKNOWN, PromptFileError, PromptSpec,
                                                  unique_slugs)
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
@@ -153,15 +153,19 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
                    continue_prediction: bool = False, num_processes_preprocessing: int = 2,
                    num_processes_export: int = 2, part_id: int = 0, num_parts: int = 1,
                    cache_file: Optional[Path] = None, encoder_device: str = "cpu", on_unknown: str = "warn",
-                   min_similarity: Optional[float] = None) -> dict:
+                   min_similarity: Optional[float] = None, min_margin: Optional[float] = None,
+                   wording: str = "as_written") -> dict:
     """Predict this part's cases; see the module docstring for the order of work.
 
-    ``on_unknown`` decides about prompts whose nearest training term is less similar than
-    ``min_similarity`` (:meth:`TextPredictor.understand`): ``warn`` writes the mask and flags it in the
-    manifest, ``empty`` writes an empty mask and flags it, ``error`` refuses before anything is written."""
+    ``on_unknown`` decides about unknown prompts: those whose nearest training term is less similar than
+    ``min_similarity``, or beats the foreign phrases by less than ``min_margin``
+    (:meth:`TextPredictor.understand`): ``warn`` writes the mask and flags it in the
+    manifest, ``empty`` writes an empty mask and flags it, ``error`` refuses before anything is written.
+    ``wording`` decides what the network is given for a known prompt (:meth:`TextPredictor.reword`)."""
     if on_unknown not in ON_UNKNOWN:  # before any work
         raise InputError(f"--on_unknown must be one of {', '.join(ON_UNKNOWN)}, got '{on_unknown}'")
     min_similarity = DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity
+    min_margin = DEFAULT_MIN_MARGIN if min_margin is None else min_margin
     if not 0 <= part_id < num_parts:
         raise InputError(f"part_id must be in [0, {num_parts - 1}], got {part_id}")
     ending = predictor.dataset_json["file_ending"]
@@ -184,10 +188,12 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     except UserInputError as e:
         raise PromptFileError(f"{spec.source}: {e}") from None
     row = {p: i for i, p in enumerate(all_prompts)}
-    understood = predictor.understand(all_prompts, emb_all, min_similarity, cache_file, encoder_device) \
-        if all_prompts else {}
+    understood = predictor.understand(all_prompts, emb_all, min_similarity, cache_file, encoder_device,
+                                      min_margin) if all_prompts else {}
     try:
-        blank = predictor.prompts_to_empty(understood, on_unknown, min_similarity)
+        blank = predictor.prompts_to_empty(understood, on_unknown, min_similarity, min_margin)
+        emb_all = predictor.reword(all_prompts, emb_all, understood, wording, cache_file, encoder_device) \
+            if all_prompts else None
     except UserInputError as e:
         raise PromptFileError(f"{spec.source}: {e}") from None
 
@@ -198,7 +204,8 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
     model_info = {"trainer": predictor.trainer_name, "model_folder": str(predictor.model_folder),
                   "encoder": predictor.text_entry["model_id"], "embedding_dim": predictor.text_entry["embedding_dim"],
                   "vocabulary_sha256": predictor.text_entry.get("vocabulary_sha256"),
-                  "on_unknown": on_unknown, "min_similarity": min_similarity}
+                  "on_unknown": on_unknown, "min_similarity": min_similarity, "min_margin": min_margin,
+                  "wording": wording}
     if todo:
         for c in todo:
             _remove_leftovers(output_folder, c)

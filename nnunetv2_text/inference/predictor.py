@@ -25,10 +25,12 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.native_spacing import TextConfigurationManager
-from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY, ON_UNKNOWN
+from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, FOREIGN_NEIGHBOURS,
+                                                 ON_UNKNOWN, WORDINGS)
 from nnunetv2_text.network import TextNetworkConfig, build_text_network, unwrap_network
 from nnunetv2_text.text.cache import EmbeddingCache
 from nnunetv2_text.text.encoder import TextEncoder
+from nnunetv2_text.text.foreign import FOREIGN_FILE
 from nnunetv2_text.text.vocabulary import parse_vocabulary
 from nnunetv2_text.utils.laterality import mirror_axes_without
 from nnunetv2_text.utils.orientation import canonical_reader
@@ -56,6 +58,7 @@ class TextPredictor(nnUNetPredictor):
         self.model_folder: Optional[Path] = None
         self._text: Optional[torch.Tensor] = None
         self._centred_terms: Optional[torch.Tensor] = None
+        self._centred_foreign: Optional[torch.Tensor] = None
 
     # ------------------------------------------------------------------ loading
     def initialize_from_trained_model_folder(self, model_training_output_dir: str,
@@ -115,7 +118,7 @@ class TextPredictor(nnUNetPredictor):
         self.list_of_parameters = params if params is not None else [network.state_dict()]
         self.network = network
         self.text_entry = text_entry
-        self._centred_terms = None
+        self._centred_terms = self._centred_foreign = None
         # an imported open-vocabulary model (VoxTell) has no training vocabulary to compare prompts with
         self.vocabulary = None if text_entry.get("vocabulary") is None else \
             parse_vocabulary(text_entry["vocabulary"], source=f"{trainer_name} checkpoint")
@@ -163,32 +166,64 @@ class TextPredictor(nnUNetPredictor):
             raise UserInputError(f"encoder {model_id} gives dimension {emb.shape[1]}, the model expects {dim}")
         return emb
 
+    @property
+    def foreign_pool(self) -> List[str]:
+        """The phrases the model was taught to answer with nothing (the checkpoint's list; for checkpoints
+        written before it was recorded, the model folder's copy of the dataset's pool; else none)."""
+        pool = self.text_entry.get("foreign")
+        if pool is None and self.model_folder is not None:
+            f = self.model_folder / CACHE_IN_MODEL.parent / FOREIGN_FILE
+            pool = json.loads(f.read_text(encoding="utf-8"))["prompts"] if f.is_file() else []
+        return list(pool or [])
+
     @torch.inference_mode()
     def understand(self, prompts: Sequence[str], embeddings: np.ndarray,
                    min_similarity: float = DEFAULT_MIN_SIMILARITY, cache_file: Optional[Path] = None,
-                   encoder_device: str = "cpu") -> Dict[str, dict]:
-        """What the model makes of each prompt: its nearest training term and that term's concept, with
-        their cosine similarity in the space the network sees (after centring on the training vocabulary).
+                   encoder_device: str = "cpu", min_margin: float = DEFAULT_MIN_MARGIN) -> Dict[str, dict]:
+        """What the model makes of each prompt, in the space the network sees (cosine after centring on the
+        training vocabulary): its nearest training term and that term's concept, and how close it is to
+        the foreign pool, the phrases taught to give an empty mask.
 
-        Returns ``{prompt: {"concept", "term", "similarity", "known"}}``; ``known`` is ``similarity >=
-        min_similarity``. Needs only the embeddings, so it runs before any image is read."""
+        Returns ``{prompt: {"concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin",
+        "known", "unknown_because"}}``. A prompt is unknown when its similarity is below ``min_similarity``,
+        or when it beats the mean similarity of its nearest foreign phrases (``foreign_similarity``) by
+        less than ``min_margin``: a similarity threshold alone cannot work across vocabularies, since
+        centring on a narrow vocabulary (two tissues) makes every text look similar to it. A vocabulary
+        term is always known. Needs only the embeddings, so it runs before any image is read."""
         if self.vocabulary is None:
-            return {p: {"concept": None, "term": None, "similarity": None, "known": True} for p in prompts}
-        terms = self.vocabulary.all_terms()
+            return {p: {"concept": None, "term": None, "similarity": None, "foreign_term": None,
+                        "foreign_similarity": None, "margin": None, "known": True, "unknown_because": None}
+                    for p in prompts}
+        terms, pool = self.vocabulary.all_terms(), self.foreign_pool
         center = self.network.prompt_decoder.center_text
-        if self._centred_terms is None:  # the vocabulary's terms, read from the cache once per model
+        if self._centred_terms is None:  # the vocabulary's and pool's embeddings, read once per model
             self._centred_terms = center(torch.as_tensor(self.embed_prompts(terms, cache_file, encoder_device)))
-        sims = center(torch.as_tensor(embeddings)) @ self._centred_terms.T  # (P, T)
-        best, rows = sims.max(1)
+            self._centred_foreign = center(torch.as_tensor(self.embed_prompts(pool, cache_file, encoder_device))) \
+                if pool else None
+        x = center(torch.as_tensor(embeddings))
+        best, rows = (x @ self._centred_terms.T).max(1)
+        if self._centred_foreign is not None:
+            near, near_rows = (x @ self._centred_foreign.T).topk(min(FOREIGN_NEIGHBOURS, len(pool)), dim=1)
+            foreign_sim, foreign_row = near.mean(1).tolist(), near_rows[:, 0].tolist()
+        else:
+            foreign_sim, foreign_row = [None] * len(prompts), [None] * len(prompts)
         out = {}
-        for prompt, s, j in zip(prompts, best.tolist(), rows.tolist()):
-            s = 1.0 if self.vocabulary.lookup(prompt) is not None else s  # a training term is known as such
+        for prompt, s, j, fs, fj in zip(prompts, best.tolist(), rows.tolist(), foreign_sim, foreign_row):
+            is_term = self.vocabulary.lookup(prompt) is not None  # a training term is known as such
+            s = 1.0 if is_term else s
+            margin = None if fs is None else s - fs
+            because = None if is_term else "similarity" if s < min_similarity else \
+                "foreign" if margin is not None and margin < min_margin else None
             out[prompt] = {"concept": self.vocabulary.lookup(terms[j]).id, "term": terms[j],
-                           "similarity": round(float(s), 4), "known": bool(s >= min_similarity)}
+                           "similarity": round(float(s), 4), "foreign_term": None if fj is None else pool[fj],
+                           "foreign_similarity": None if fs is None else round(float(fs), 4),
+                           "margin": None if margin is None else round(float(margin), 4),
+                           "known": because is None, "unknown_because": because}
         return out
 
     @staticmethod
-    def prompts_to_empty(understood: Dict[str, dict], on_unknown: str, min_similarity: float) -> set:
+    def prompts_to_empty(understood: Dict[str, dict], on_unknown: str, min_similarity: float,
+                         min_margin: float = DEFAULT_MIN_MARGIN) -> set:
         """Apply ``on_unknown`` to :meth:`understand`'s answer: ``error`` raises (naming the first unknown
         prompt and its nearest concept), ``warn`` and ``empty`` log each unknown prompt; returns the prompts
         whose masks are to be written empty. The one policy behind the command and the Python API."""
@@ -198,11 +233,39 @@ class TextPredictor(nnUNetPredictor):
         for p in unknown:
             u = understood[p]
             msg = (f"prompt '{p}' names nothing the model learned: its nearest training term is '{u['term']}' "
-                   f"(concept '{u['concept']}') at similarity {u['similarity']:.3f} < {min_similarity}")
+                   f"(concept '{u['concept']}') at similarity {u['similarity']:.3f}")
+            if u["unknown_because"] == "similarity":
+                msg, hint = f"{msg} < {min_similarity}", "lower --min_similarity"
+            else:
+                msg = (f"{msg}, no more than {u['margin']:.3f} (< {min_margin}) above phrases the model was taught "
+                       f"to answer with nothing (nearest: '{u['foreign_term']}')")
+                hint = "lower --min_margin"
             if on_unknown == "error":
-                raise UserInputError(f"{msg} (--on_unknown error; lower --min_similarity to accept it)")
+                raise UserInputError(f"{msg} (--on_unknown error; {hint} to accept it)")
             logger.warning("%s; its masks are %s", msg, "written empty" if on_unknown == "empty" else "flagged")
         return set(unknown) if on_unknown == "empty" else set()
+
+    def reword(self, prompts: Sequence[str], embeddings: np.ndarray, understood: Dict[str, dict],
+               wording: str = "as_written", cache_file: Optional[Path] = None,
+               encoder_device: str = "cpu") -> np.ndarray:
+        """The embeddings the network is given. ``nearest_term`` gives each known prompt its nearest
+        training term's embedding, so that wordings the network never saw get the answer of the concept
+        they were understood as (the manifest says which); unknown prompts, and every prompt of a model
+        without a vocabulary, keep their own."""
+        if wording not in WORDINGS:
+            raise UserInputError(f"wording must be one of {', '.join(WORDINGS)}, got '{wording}'")
+        if wording == "as_written" or self.vocabulary is None:
+            return embeddings
+        swap = {i: understood[q]["term"] for i, q in enumerate(prompts)
+                if q in understood and understood[q]["known"] and understood[q]["term"] != q}
+        if not swap:
+            return embeddings
+        terms = list(dict.fromkeys(swap.values()))
+        term_emb = self.embed_prompts(terms, cache_file, encoder_device)
+        out = np.array(embeddings, copy=True)
+        for i, t in swap.items():
+            out[i] = term_emb[terms.index(t)]
+        return out
 
     def set_prompts(self, embeddings: Union[np.ndarray, torch.Tensor]) -> None:
         """Embeddings (N, dim) of the prompts of the next case(s)."""

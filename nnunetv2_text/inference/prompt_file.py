@@ -24,6 +24,17 @@ ON_UNKNOWN = ("warn", "empty", "error")
 #: a prompt whose nearest training term is less similar than this (cosine after centring) is "unknown";
 #: chosen from the toy measurement in docs/RESULTS.md
 DEFAULT_MIN_SIMILARITY = 0.3
+#: a prompt is also unknown when its nearest training term beats the mean similarity of its
+#: FOREIGN_NEIGHBOURS nearest foreign-pool phrases (texts the model was taught to answer with nothing) by
+#: less than this margin. The mean of several neighbours, not the nearest one, so that a single odd pool
+#: phrase ("glarb tissue" against "GM tissue") cannot veto a wording; both chosen from the measurement in
+#: docs/RESULTS.md (language robustness)
+FOREIGN_NEIGHBOURS = 10
+#: what the network is given for a known prompt: its own embedding, or that of its nearest training term
+#: (the answer then depends on what the prompt was understood as, not on its wording; unknown prompts
+#: keep their own embedding)
+WORDINGS = ("as_written", "nearest_term")
+DEFAULT_MIN_MARGIN = 0.08
 
 
 class PromptFileError(UserInputError):

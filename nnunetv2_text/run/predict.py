@@ -16,7 +16,7 @@ import logging
 import sys
 
 from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY, ON_UNKNOWN
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, ON_UNKNOWN, WORDINGS
 from nnunetv2_text.run.cli import user_errors_to_exit
 
 PROG = "nnUNetv2_text_predict"
@@ -63,12 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--not_on_device", action="store_true",
                    help="keep the sliding-window aggregation in CPU memory (large images on small GPUs)")
     p.add_argument("--on_unknown", choices=ON_UNKNOWN, default="warn",
-                   help="a prompt whose nearest training term is less similar than --min_similarity: warn "
+                   help="an unknown prompt (see --min_similarity and --min_margin): warn "
                         "(write the mask, flag it in the manifest), empty (write an empty mask, flagged) or "
                         "error (refuse before writing anything). Default: warn")
     p.add_argument("--min_similarity", type=float, default=None,
                    help="cosine similarity (after centring) below which a prompt is unknown "
                         f"(default: {DEFAULT_MIN_SIMILARITY}, chosen in docs/RESULTS.md)")
+    p.add_argument("--min_margin", type=float, default=None,
+                   help="a prompt is also unknown when its nearest training term beats the mean similarity of "
+                        "its nearest foreign phrases (taught to give nothing) by less than this "
+                        f"(default: {DEFAULT_MIN_MARGIN}, chosen in docs/RESULTS.md)")
+    p.add_argument("--wording", choices=WORDINGS, default="as_written",
+                   help="what the network is given for a known prompt: its own embedding (as_written) or its "
+                        "nearest training term's (nearest_term: the answer depends on the concept the prompt "
+                        "was understood as, recorded in the manifest, not on its wording). Default: as_written")
     p.add_argument("--prompt_batch_size", type=int, default=16, help="prompts decoded together per tile")
     p.add_argument("--cache", default=None, help="embedding cache (default: the model folder's text/ cache)")
     p.add_argument("--text_device", default="cpu", help="device for encoding prompts missing from the cache")
@@ -121,7 +129,8 @@ def main(argv=None) -> int:
     else:
         manifest = predict_folder(predictor, args.i, args.o, spec, args.save_probabilities,
                                   args.continue_prediction, args.npp, args.nps, args.part_id, args.num_parts,
-                                  args.cache, args.text_device, args.on_unknown, args.min_similarity)
+                                  args.cache, args.text_device, args.on_unknown, args.min_similarity,
+                                  args.min_margin, args.wording)
     print(json.dumps({"output": args.o, "cases": len(manifest["cases"])}))
     return 0
 

@@ -350,7 +350,8 @@ class TextFusionTrainer(nnUNetTrainer):
         return {"network_config": self.text_config.to_dict(), "model_id": self.text.model_id,
                 "instruction": self.text.instruction, "embedding_dim": self.text.dim,
                 "vocabulary": self.text.vocabulary.to_dict(), "vocabulary_sha256": self.text.vocabulary.sha256(),
-                "left_right_axis": self.left_right_axis(), "orientation": self.orientation_entry()}
+                "left_right_axis": self.left_right_axis(), "orientation": self.orientation_entry(),
+                "foreign": list(self.text.foreign)}
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, then a ``text`` entry (config, encoder id, dim, vocabulary and its hash).
