@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--image", type=int, default=160, help="isotropic image size in voxels")
+    p.add_argument("--case", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="a whole case of this size instead of --image's cube (e.g. 200 256 256)")
     p.add_argument("--prompts", type=int, nargs="+", default=[1, 10, 30])
     p.add_argument("--prompt_batch", type=int, default=16)
     p.add_argument("--plans", default=None)
@@ -64,7 +66,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     torch.manual_seed(0)
     arch = arch_from_plans(args.plans, [args.patch] * 3)
-    image = torch.randn(1, args.image, args.image, args.image)
+    shape = tuple(args.case) if args.case else (args.image,) * 3
+    image = torch.randn(1, *shape)
     rows = []
     for d in args.designs:
         design = json.loads(d)
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
         r["x_plain"] = r["seconds"] / rows[0]["seconds"]
     result = {"benchmark": "predict_prompts", "device": device_name(device),
               "date": datetime.date.today().isoformat(), "torch": torch.__version__, "patch": args.patch,
-              "image": args.image, "prompt_batch": args.prompt_batch, "rows": rows}
+              "image": list(shape), "prompt_batch": args.prompt_batch, "rows": rows}
     print(f"{'mode':<15}{'design':<28}{'prompts':>8}{'s/case':>9}{'x 1 prompt':>11}{'x plain':>9}")
     for r in rows:
         x1 = f"{r['x_one_prompt']:.2f}" if r["x_one_prompt"] is not None else "-"

@@ -9,8 +9,9 @@ pool contains. Measures, per trainer:
 1. foreign prompts: share of (case, prompt) whose mask is empty (at most 1 % of the smallest labelled
    structure of the case), flagged (similarity below the threshold), or either;
 2. paraphrases: Dice of every vocabulary synonym and every held-out paraphrase on the cases where the
-   concept is present: mean, std, worst, mean - worst per concept (SEER's measures); held-out paraphrases
-   flagged as unknown;
+   concept is present (every concept, multi-label ones included): mean, std, worst, mean - worst per concept (SEER's measures); held-out paraphrases
+   flagged as unknown; the same again with ``--wording nearest_term`` (each known wording given to the
+   network as its nearest training term);
 3. the main terms' Dice;
 4. how similarity and presence separate: the highest similarity of a foreign prompt against the lowest of
    a paraphrase, and the presence score of present structures against foreign prompts (ROC AUC).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ import torch
 from nnunetv2_text.demo.pipeline import DEMO_PLANS, command, derive_plans, nnunet_env, run
 from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
 from nnunetv2_text.evaluation.metrics import dice
-from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_SIMILARITY
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -89,7 +91,7 @@ def auc(pos: List[float], neg: List[float]) -> float:
 def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], foreign: List[str]) -> dict:
     manifest = json.loads((pred / "manifest.json").read_text())
     out = {"foreign": {"n": 0, "empty": 0, "flagged": 0, "either": 0}, "wordings": {}, "main": {},
-           "sim_foreign": [], "sim_heldout": [], "presence_present": [], "presence_foreign": [],
+           "sim_foreign": [], "sim_heldout": [], "margin_foreign": [], "margin_heldout": [], "presence_present": [], "presence_foreign": [],
            "heldout_flagged": 0, "heldout_n": 0, "absent": {"n": 0, "empty": 0}}
     for case, recs in sorted(manifest["cases"].items()):
         ref = read(raw / "labelsTs" / f"{case}.nii.gz")
@@ -104,13 +106,14 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
             f["flagged"] += flagged
             f["either"] += empty or flagged
             out["sim_foreign"].append(rec["understood"]["similarity"])
+            out["margin_foreign"].append(rec["understood"]["margin"])
             out["presence_foreign"].append(rec["presence"])
         for c in vocab.concepts:
             gt = np.isin(ref, c.labels)
             if not gt.any() and len(c.labels) == 1:  # a structure the case lacks: its main term must be empty
                 out["absent"]["n"] += 1
                 out["absent"]["empty"] += recs[c.main]["voxels"] <= 0.01 * smallest
-            if not gt.any() or len(c.labels) != 1:
+            if not gt.any():
                 continue
             for kind, words in (("main", [c.main]), ("synonym", list(c.synonyms)),
                                 ("held-out", paraphrases.get(c.id, []))):
@@ -118,13 +121,16 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
                     rec = recs[w]
                     d = dice(read(pred / rec["file"]) > 0, gt)
                     out["wordings"].setdefault(c.id, {}).setdefault(kind, []).append(d)
-                    if kind == "main":
+                    if kind == "main" and len(c.labels) == 1:  # main-term Dice and presence: single structures
                         out["main"].setdefault(c.id, []).append(d)
                         out["presence_present"].append(rec["presence"])
                     if kind == "held-out":
+                        seen = out.setdefault("heldout_concepts", {}).setdefault(c.id, {})  # understood as
+                        seen[rec["understood"]["concept"]] = seen.get(rec["understood"]["concept"], 0) + 1
                         out["heldout_n"] += 1
                         out["heldout_flagged"] += rec["flag"] is not None
                         out["sim_heldout"].append(rec["understood"]["similarity"])
+                        out["margin_heldout"].append(rec["understood"]["margin"])
     return out
 
 
@@ -134,13 +140,17 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
              f"## Language robustness: {dataset} ({datetime.date.today().isoformat()}, {dev})", "",
              f"Command: `python benchmarks/robustness.py --dataset {dataset} --workdir {args.workdir} --device "
              f"{args.device}{f' --spacing {args.spacing:g}' if dataset == 'mni152' else ''} --trainers "
-             f"{' '.join(args.trainers)}{' --resume' if args.resume else ''}`. {cases} held-out "
+             f"{' '.join(args.trainers)}{' --resume' if args.resume else ''}"
+             f"{' --repredict' if args.repredict else ''}`. {cases} held-out "
              f"cases; {len(PROMPTS['foreign'])} held-out foreign prompts; held-out paraphrases from "
-             f"`benchmarks/robustness_prompts.json`; similarity threshold {DEFAULT_MIN_SIMILARITY}. Trainers "
+             f"`benchmarks/robustness_prompts.json`; a prompt is flagged unknown below similarity "
+             f"{DEFAULT_MIN_SIMILARITY} or less than {DEFAULT_MIN_MARGIN} above its nearest foreign phrases. Trainers "
              "have the demo's schedule (800 steps) and differ only in `foreign_prompt_probability` (0.5 / 0) or in "
              "`empty_target_tolerance` (None / 0.01, training/loss.py). "
-             + ", ".join(f"training '{k}' {v / 60:.1f} min" if v is not None else f"'{k}' reused from an "
-                         "earlier run (--resume)" for k, v in timings.items()) + ".", "",
+             + ", ".join(f"training '{k}' {v / 60:.1f} min" if v is not None else f"'{k}' trained in an "
+                         "earlier run" for k, v in timings.items())
+             + (" (--repredict: trained models reused, predicted again with today's code)" if args.repredict else "")
+             + ".", "",
              "| measure | " + " | ".join(results) + " |", "| --- |" + " --- |" * len(results)]
 
     def row(name, fn):
@@ -153,6 +163,12 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
     row("foreign prompts flagged unknown", lambda r: pct(r["foreign"]["flagged"], r["foreign"]["n"]))
     row("foreign prompts empty or flagged (target >= 95 %)", lambda r: pct(r["foreign"]["either"], r["foreign"]["n"]))
     row("held-out paraphrases flagged unknown (target 0)", lambda r: pct(r["heldout_flagged"], r["heldout_n"]))
+    def own_concept(r):
+        seen = r.get("heldout_concepts")
+        if not seen:
+            return "not recorded"
+        return pct(sum(v.get(c, 0) for c, v in seen.items()), sum(sum(v.values()) for v in seen.values()))
+    row("held-out paraphrases understood as their own concept", own_concept)
     row("absent structure's main term empty", lambda r: pct(r["absent"]["empty"], r["absent"]["n"])
         if "absent" in r else "not measured")
     row("mean Dice, main terms", lambda r: f"{np.mean([v for vs in r['main'].values() for v in vs]):.3f}")
@@ -162,14 +178,23 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
         lambda r: f"{auc(r['presence_present'], r['presence_foreign']):.3f}")
     row("similarity: highest foreign / lowest held-out paraphrase",
         lambda r: f"{max(r['sim_foreign']):.3f} / {min(r['sim_heldout'] or [float('nan')]):.3f}")
+
+    def margins(r):
+        f, h = [m for m in r.get("margin_foreign", []) if m is not None], \
+            [m for m in r.get("margin_heldout", []) if m is not None]
+        return f"{max(f):.3f} / {min(h):.3f}" if f and h else "not recorded"
+    row("margin over foreign phrases: highest foreign / lowest held-out paraphrase", margins)
     lines += ["", "Wordings (Dice over cases where the concept is present; SEER's measures per concept):", "",
               "| trainer | concept | wordings | mean | std | worst | mean - worst | held-out mean | held-out worst |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, r in results.items():
+    rows = [(name, r) for name, r in results.items()]
+    rows += [(f"{name}, `--wording nearest_term`", r["nearest_term"]) for name, r in results.items()
+             if "nearest_term" in r]
+    for name, r in rows:
         for cid, kinds in r["wordings"].items():
             allv = [v for vs in kinds.values() for v in vs]
             held = kinds.get("held-out", [])
-            lines.append(f"| {name} | {cid} | {sum(len(v) for v in kinds.values()) // max(1, len(r['main'][cid]))} | "
+            lines.append(f"| {name} | {cid} | {sum(len(v) for v in kinds.values()) // max(1, len(kinds['main']))} | "
                          f"{np.mean(allv):.3f} | {np.std(allv):.3f} | {min(allv):.3f} | "
                          f"{np.mean(allv) - min(allv):.3f} | {np.mean(held) if held else float('nan'):.3f} | "
                          f"{min(held) if held else float('nan'):.3f} |")
@@ -182,6 +207,8 @@ def main(argv=None) -> int:
     p.add_argument("--trainers", nargs="+", choices=tuple(TRAINERS.values()), default=list(TRAINERS.values())[:2])
     p.add_argument("--resume", action="store_true",
                    help="reuse a trainer's saved results in the workdir instead of training it again")
+    p.add_argument("--repredict", action="store_true",
+                   help="reuse a trainer's trained model in the workdir, but predict and measure again")
     args = p.parse_args(argv)
     work, env, log, raw, did, plans, vocab_name = prepare_run(args, "robustness.log")
     vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
@@ -190,6 +217,8 @@ def main(argv=None) -> int:
     prompts = list(dict.fromkeys(vocab.all_terms() + [w for ws in paraphrases.values() for w in ws] + foreign))
     prompt_file = work / "prompts.txt"
     prompt_file.write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    wording_file = work / "wordings.txt"
+    wording_file.write_text("\n".join(p for p in prompts if p not in foreign) + "\n", encoding="utf-8")
     results, timings = {}, {}
     for label, trainer in TRAINERS.items():
         if trainer not in args.trainers:
@@ -199,15 +228,29 @@ def main(argv=None) -> int:
             results[label] = json.loads(saved.read_text())
             timings[label] = results[label].get("training_seconds")  # None: saved before it was recorded
             continue
-        t = time.time()
-        run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", trainer, "-p", plans,
-             "-device", args.device], env, log)
-        timings[label] = time.time() - t
+        model = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans}__3d_fullres" / "fold_all"
+        if args.repredict and (model / "checkpoint_final.pth").is_file():
+            timings[label] = json.loads(saved.read_text()).get("training_seconds") if saved.is_file() else None
+        else:
+            t = time.time()
+            run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", trainer, "-p", plans,
+                 "-device", args.device], env, log)
+            timings[label] = time.time() - t
         pred = work / f"pred_{trainer}"
+        if pred.exists():  # a fresh prediction, not one resumed from an earlier code's files
+            shutil.rmtree(pred)
         run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--prompts",
              str(prompt_file), "-d", str(did), "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", plans,
              "-device", args.device, "-npp", "1", "-nps", "1"], env, log)
         results[label] = {**measure(pred, raw, vocab, paraphrases, foreign), "training_seconds": timings[label]}
+        # the same wordings, each known one given to the network as its nearest training term
+        near = work / f"pred_{trainer}_nearest_term"
+        if near.exists():
+            shutil.rmtree(near)
+        run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(near), "--prompts",
+             str(wording_file), "-d", str(did), "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", plans,
+             "-device", args.device, "-npp", "1", "-nps", "1", "--wording", "nearest_term"], env, log)
+        results[label]["nearest_term"] = measure(near, raw, vocab, paraphrases, [])
         saved.write_text(json.dumps(results[label], indent=1))
     text = section(args.dataset, results, args, timings, args.test)
     write_section(Path(args.out), f"robustness-{args.dataset}", text)
