@@ -9,7 +9,7 @@ source .gpu/activate.sh && export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1
 ln -sfn ../vocab nnunetv2_text/vocab 2>/dev/null || true   # package data, as an editable install sees it
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, nnunetv2, sys; print(sys.version.split()[0], torch.__version__)"; } > "$OUT/env.txt" 2>&1
-STEPS=${STEPS:-train predict voxtell train_compile light light_compile}   # a rerun names only what it needs
+STEPS=${STEPS:-train predict voxtell train_compile light light_case light_compile}   # a rerun names only what it needs
 step() { local name=$1 limit=$2; shift 2; [[ " $STEPS " == *" $name "* ]] || return 0; echo "== $name" >> "$OUT/log.txt"
          timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1; echo "== $name rc=$? $(date -u +%T)" >> "$OUT/log.txt"; }
 step train 100 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --out "$OUT/train.json"
@@ -23,6 +23,8 @@ step light 150 python3 benchmarks/train_step.py --device cuda --patch 128 --batc
      --designs '{}' '{"light_stages": 2}' --out "$OUT/light_train.json"
 step light 100 python3 benchmarks/predict_prompts.py --device cuda --patch 128 --image 160 --prompts 1 10 30 \
      --no_loop --designs '{}' '{"light_stages": 2}' --out "$OUT/light_predict.json"
+step light_case 300 python3 benchmarks/predict_prompts.py --device cuda --patch 128 --case 200 256 256 \
+     --prompts 1 10 30 --reps 1 --no_loop --designs '{}' '{"light_stages": 2}' --out "$OUT/light_case.json"
 step light_compile 200 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 3 --compile \
      --designs '{"light_stages": 2}' --out "$OUT/light_train_compile.json"
 cat "$OUT/env.txt"; tail -n 60 "$OUT/log.txt"
