@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, plan_resenc_m, toy_or_mni_parser, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+MARGIN_SWEEP = (-0.1, 0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
 PROMPTS = json.loads((HERE / "robustness_prompts.json").read_text(encoding="utf-8"))
 TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation)": "TextFusionTrainer_demoNoForeign",
             "with foreign prompts and the empty-target loss": "TextFusionTrainer_demoEmptyLoss"}
@@ -184,6 +185,19 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
             [m for m in r.get("margin_heldout", []) if m is not None]
         return f"{max(f):.3f} / {min(h):.3f}" if f and h else "not recorded"
     row("margin over foreign phrases: highest foreign / lowest held-out paraphrase", margins)
+    lines += ["", f"The margin threshold (`--min_margin`), from the similarities and margins this run recorded "
+              f"(similarity threshold {DEFAULT_MIN_SIMILARITY} kept): share of foreign pairs / held-out paraphrase "
+              "pairs flagged unknown", "", "| trainer | " + " | ".join(f"{m:g}" for m in MARGIN_SWEEP) + " |",
+              "| --- |" + " --- |" * len(MARGIN_SWEEP)]
+    for name, r in results.items():
+        if not all(m is not None for m in r.get("margin_foreign", [None]) + r.get("margin_heldout", [None])):
+            continue
+
+        def flagged(sims, margins, m):
+            return np.mean([(s < DEFAULT_MIN_SIMILARITY) or (g < m) for s, g in zip(sims, margins)])
+        lines.append(f"| {name} | " + " | ".join(
+            f"{100 * flagged(r['sim_foreign'], r['margin_foreign'], m):.1f} % / "
+            f"{100 * flagged(r['sim_heldout'], r['margin_heldout'], m):.1f} %" for m in MARGIN_SWEEP) + " |")
     lines += ["", "Wordings (Dice over cases where the concept is present; SEER's measures per concept):", "",
               "| trainer | concept | wordings | mean | std | worst | mean - worst | held-out mean | held-out worst |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -34,7 +34,7 @@ FOREIGN_NEIGHBOURS = 10
 #: (the answer then depends on what the prompt was understood as, not on its wording; unknown prompts
 #: keep their own embedding)
 WORDINGS = ("as_written", "nearest_term")
-DEFAULT_MIN_MARGIN = 0.08
+DEFAULT_MIN_MARGIN = 0.06
 
 
 class PromptFileError(UserInputError):
