@@ -44,6 +44,7 @@ from common import device_name, plan_resenc_m, toy_or_mni_parser, write_section 
 
 HERE = Path(__file__).resolve().parent
 MARGIN_SWEEP = (-0.1, 0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
+UNKNOWN_FLAGS = ("unknown_prompt", "unknown_prompt_emptied")  # not "not_found": a known prompt's empty answer
 PROMPTS = json.loads((HERE / "robustness_prompts.json").read_text(encoding="utf-8"))
 TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation)": "TextFusionTrainer_demoNoForeign",
             "with foreign prompts and the empty-target loss": "TextFusionTrainer_demoEmptyLoss"}
@@ -100,7 +101,7 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
         smallest = min(sizes)
         for prompt in foreign:
             rec = recs[prompt]
-            empty, flagged = rec["voxels"] <= 0.01 * smallest, rec["flag"] is not None
+            empty, flagged = rec["voxels"] <= 0.01 * smallest, rec["flag"] in UNKNOWN_FLAGS
             f = out["foreign"]
             f["n"] += 1
             f["empty"] += empty
@@ -129,7 +130,7 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
                         seen = out.setdefault("heldout_concepts", {}).setdefault(c.id, {})  # understood as
                         seen[rec["understood"]["concept"]] = seen.get(rec["understood"]["concept"], 0) + 1
                         out["heldout_n"] += 1
-                        out["heldout_flagged"] += rec["flag"] is not None
+                        out["heldout_flagged"] += rec["flag"] in UNKNOWN_FLAGS
                         out["sim_heldout"].append(rec["understood"]["similarity"])
                         out["margin_heldout"].append(rec["understood"]["margin"])
     return out

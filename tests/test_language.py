@@ -35,9 +35,13 @@ def test_manifest_records_nearest_concept_similarity_and_presence(predictions, t
             assert set(u) == set(UNDERSTOOD_KEYS) and 0.0 <= rec["presence"] <= 1.0
             # how far the prompt stands from the phrases taught to give nothing, and which one is nearest
             assert u["foreign_term"] in pool and abs(u["margin"] - (u["similarity"] - u["foreign_similarity"])) < 2e-4
+            # no empty mask goes unexplained: the manifest flags it (not found, or an unknown prompt)
+            assert rec["voxels"] > 0 or rec["flag"] in ("not_found", "unknown_prompt_emptied", "unknown_prompt"), \
+                (case, prompt, rec)
         # vocabulary terms are understood as themselves, and are known
         assert prompts["sphere"]["understood"]["concept"] == "ball"
-        assert prompts["sphere"]["understood"]["similarity"] == 1.0 and prompts["sphere"]["flag"] is None
+        assert prompts["sphere"]["understood"]["similarity"] == 1.0
+        assert prompts["sphere"]["flag"] == (None if prompts["sphere"]["voxels"] else "not_found")
         assert prompts["the cubic object"]["understood"]["concept"] == "box"
     assert predictions["manifest"]["model"]["on_unknown"] == "warn"
     assert {"min_similarity", "min_margin"} <= set(predictions["manifest"]["model"])

@@ -48,6 +48,11 @@ def presence_scores(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-peak))
 
 
+#: a prompt the model knows whose mask came back empty: the structure was not found (absent, or rejected
+#: by the network), said in the manifest so that no empty mask goes unexplained
+FLAG_NOT_FOUND = "not_found"
+
+
 def unknown_flag(known: bool, emptied: bool) -> Optional[str]:
     """The manifest's flag for a prompt: None when it was understood, else whether its mask was kept."""
     return None if known else ("unknown_prompt_emptied" if emptied else "unknown_prompt")
@@ -91,9 +96,10 @@ def prompt_record(prompt: str, voxels: int, voxel_ml: float, presence: float, in
         return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml, 4), "presence": round(presence, 4),
                 "understood": {"relation": why["relation"], "concept": why["chosen"]}, "position": why,
                 "flag": why["flag"]}
+    flag = None if info is None else unknown_flag(info["known"], blanked)
     return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml, 4), "presence": round(presence, 4),
             "understood": None if info is None else {k: info[k] for k in UNDERSTOOD_KEYS},
-            "flag": None if info is None else unknown_flag(info["known"], blanked)}
+            "flag": FLAG_NOT_FOUND if flag is None and voxels == 0 else flag}
 
 
 def export_case(logits: np.ndarray, properties: dict, plans_manager, configuration_manager,
