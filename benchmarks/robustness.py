@@ -7,11 +7,11 @@ nnUNetv2_train, once per trainer -> nnUNetv2_text_predict). The prompts come fro
 pool contains. Measures, per trainer:
 
 1. foreign prompts: share of (case, prompt) whose mask is empty (at most 1 % of the smallest labelled
-   structure of the case), flagged (similarity below the threshold), or either;
+   structure of the case), flagged unknown (below the similarity threshold or the margin), or either;
 2. paraphrases: Dice of every vocabulary synonym and every held-out paraphrase on the cases where the
-   concept is present (every concept, multi-label ones included): mean, std, worst, mean - worst per concept (SEER's measures); held-out paraphrases
-   flagged as unknown; the same again with ``--wording nearest_term`` (each known wording given to the
-   network as its nearest training term);
+   concept is present (every concept, multi-label ones included): mean, std, worst, mean - worst per
+   concept (SEER's measures); held-out paraphrases flagged as unknown; the same again with
+   ``--wording nearest_term`` (each known wording given to the network as its nearest training term);
 3. the main terms' Dice;
 4. how similarity and presence separate: the highest similarity of a foreign prompt against the lowest of
    a paraphrase, and the presence score of present structures against foreign prompts (ROC AUC).
@@ -36,6 +36,7 @@ import torch
 from nnunetv2_text.demo.pipeline import DEMO_PLANS, command, derive_plans, nnunet_env, run
 from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
 from nnunetv2_text.evaluation.metrics import dice
+from nnunetv2_text.inference.export import UNKNOWN_FLAGS  # not "not_found": a known prompt's empty answer
 from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
@@ -44,7 +45,6 @@ from common import device_name, plan_resenc_m, toy_or_mni_parser, write_section 
 
 HERE = Path(__file__).resolve().parent
 MARGIN_SWEEP = (-0.1, 0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
-UNKNOWN_FLAGS = ("unknown_prompt", "unknown_prompt_emptied")  # not "not_found": a known prompt's empty answer
 PROMPTS = json.loads((HERE / "robustness_prompts.json").read_text(encoding="utf-8"))
 TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation)": "TextFusionTrainer_demoNoForeign",
             "with foreign prompts and the empty-target loss": "TextFusionTrainer_demoEmptyLoss"}
@@ -93,7 +93,8 @@ def auc(pos: List[float], neg: List[float]) -> float:
 def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], foreign: List[str]) -> dict:
     manifest = json.loads((pred / "manifest.json").read_text())
     out = {"foreign": {"n": 0, "empty": 0, "flagged": 0, "either": 0}, "wordings": {}, "main": {},
-           "sim_foreign": [], "sim_heldout": [], "margin_foreign": [], "margin_heldout": [], "presence_present": [], "presence_foreign": [],
+           "sim_foreign": [], "sim_heldout": [], "margin_foreign": [], "margin_heldout": [],
+           "presence_present": [], "presence_foreign": [],
            "heldout_flagged": 0, "heldout_n": 0, "absent": {"n": 0, "empty": 0}}
     for case, recs in sorted(manifest["cases"].items()):
         ref = read(raw / "labelsTs" / f"{case}.nii.gz")
@@ -190,12 +191,12 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
               f"(similarity threshold {DEFAULT_MIN_SIMILARITY} kept): share of foreign pairs / held-out paraphrase "
               "pairs flagged unknown", "", "| trainer | " + " | ".join(f"{m:g}" for m in MARGIN_SWEEP) + " |",
               "| --- |" + " --- |" * len(MARGIN_SWEEP)]
+
+    def flagged(sims, margins, m):
+        return np.mean([(s < DEFAULT_MIN_SIMILARITY) or (g < m) for s, g in zip(sims, margins)])
     for name, r in results.items():
         if not all(m is not None for m in r.get("margin_foreign", [None]) + r.get("margin_heldout", [None])):
             continue
-
-        def flagged(sims, margins, m):
-            return np.mean([(s < DEFAULT_MIN_SIMILARITY) or (g < m) for s, g in zip(sims, margins)])
         lines.append(f"| {name} | " + " | ".join(
             f"{100 * flagged(r['sim_foreign'], r['margin_foreign'], m):.1f} % / "
             f"{100 * flagged(r['sim_heldout'], r['margin_heldout'], m):.1f} %" for m in MARGIN_SWEEP) + " |")

@@ -51,11 +51,14 @@ def presence_scores(logits: np.ndarray) -> np.ndarray:
 #: a prompt the model knows whose mask came back empty: the structure was not found (absent, or rejected
 #: by the network), said in the manifest so that no empty mask goes unexplained
 FLAG_NOT_FOUND = "not_found"
+#: the flags of an unknown prompt (:meth:`TextPredictor.understand`): mask kept, or written empty
+FLAG_UNKNOWN, FLAG_UNKNOWN_EMPTIED = "unknown_prompt", "unknown_prompt_emptied"
+UNKNOWN_FLAGS = (FLAG_UNKNOWN, FLAG_UNKNOWN_EMPTIED)
 
 
 def unknown_flag(known: bool, emptied: bool) -> Optional[str]:
     """The manifest's flag for a prompt: None when it was understood, else whether its mask was kept."""
-    return None if known else ("unknown_prompt_emptied" if emptied else "unknown_prompt")
+    return None if known else (FLAG_UNKNOWN_EMPTIED if emptied else FLAG_UNKNOWN)
 
 
 def answer_prompts(masks: np.ndarray, network_prompts: Sequence[str], prompts: Sequence[str],

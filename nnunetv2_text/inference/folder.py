@@ -31,8 +31,8 @@ from tqdm import tqdm
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
 from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
-from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, ON_UNKNOWN, PromptFileError, PromptSpec,
-                                                 unique_slugs)
+from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, ON_UNKNOWN,
+                                                 PromptFileError, PromptSpec, unique_slugs)
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
 from nnunetv2_text.utils.orientation import check_direction, orientation_code

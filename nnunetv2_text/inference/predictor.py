@@ -59,6 +59,7 @@ class TextPredictor(nnUNetPredictor):
         self._text: Optional[torch.Tensor] = None
         self._centred_terms: Optional[torch.Tensor] = None
         self._centred_foreign: Optional[torch.Tensor] = None
+        self._foreign: List[str] = []
 
     # ------------------------------------------------------------------ loading
     def initialize_from_trained_model_folder(self, model_training_output_dir: str,
@@ -194,12 +195,14 @@ class TextPredictor(nnUNetPredictor):
             return {p: {"concept": None, "term": None, "similarity": None, "foreign_term": None,
                         "foreign_similarity": None, "margin": None, "known": True, "unknown_because": None}
                     for p in prompts}
-        terms, pool = self.vocabulary.all_terms(), self.foreign_pool
+        terms = self.vocabulary.all_terms()
         center = self.network.prompt_decoder.center_text
         if self._centred_terms is None:  # the vocabulary's and pool's embeddings, read once per model
             self._centred_terms = center(torch.as_tensor(self.embed_prompts(terms, cache_file, encoder_device)))
-            self._centred_foreign = center(torch.as_tensor(self.embed_prompts(pool, cache_file, encoder_device))) \
-                if pool else None
+            self._foreign = self.foreign_pool
+            self._centred_foreign = center(torch.as_tensor(
+                self.embed_prompts(self._foreign, cache_file, encoder_device))) if self._foreign else None
+        pool = self._foreign
         x = center(torch.as_tensor(embeddings))
         best, rows = (x @ self._centred_terms.T).max(1)
         if self._centred_foreign is not None:
