@@ -223,3 +223,74 @@ def test_mentions_finds_whole_terms_longest_first():
     # whole words only: 'bath' is not 'ba', 'rectangle' holds no term
     assert vocab.mentions("Run a bath and draw a rectangle.") == []
     assert vocab.mentions("") == []
+
+
+@pytest.mark.parametrize("text, side", [
+    ("left kidney", "left"), ("L-PCA", "left"), ("Lt kidney", "left"), ("glandula suprarenalis sinistra", "left"),
+    ("grey matter, right", "right"), ("the right side's grey matter", "right"), ("ren dexter", "right"),
+    ("left and right kidneys", "both"), ("bilateral GM", "both"), ("both left lung lobes", "left"),
+    ("liver", None), ("lateral ventricle", None), ("the brightest lesion", None), ("leftover", None)])
+def test_prompt_side_reads_whole_side_words(text, side):
+    from nnunetv2_text.text.sides import prompt_side
+
+    assert prompt_side(text) == side
+
+
+def test_shipped_vocabularies_name_their_sides():
+    from nnunetv2_text.text.sides import concept_side
+
+    mni = load_vocabulary(resolve_vocabulary_path("mni152"))
+    assert {c.id: concept_side(c) for c in mni.concepts} == {
+        "left_grey_matter": "left", "right_grey_matter": "right", "left_white_matter": "left",
+        "right_white_matter": "right", "grey_matter": "both", "white_matter": "both",
+        "left_hemisphere": "left", "right_hemisphere": "right"}
+    assert concept_side(load_vocabulary(resolve_vocabulary_path("toy_shapes")).concepts[0]) is None
+
+
+def test_side_words_overrule_the_encoder(minilm):
+    """Wordings the bundled MiniLM puts nearest a term of the wrong side (or of no side) are understood as
+    the side they name; a side-less wording of a one-sided term goes to the bilateral concept."""
+    from nnunetv2_text.text.sides import side_consistent_term
+
+    mni = load_vocabulary(resolve_vocabulary_path("mni152"))
+    terms = mni.all_terms()
+    t = minilm.encode(terms)
+    center = t.mean(0)
+
+    def understood(prompt, rule=True):
+        x = minilm.encode([prompt])[0] - center
+        sims = (t - center) @ x / np.linalg.norm(t - center, axis=1) / np.linalg.norm(x)
+        j = side_consistent_term(prompt, sims.tolist(), terms, mni) if rule else int(np.argmax(sims))
+        return mni.lookup(terms[j]).id
+
+    cases = {"the right side's grey matter": "right_grey_matter", "grey matter, right": "right_grey_matter",
+             "white matter, right": "right_white_matter", "cerebral gray matter": "grey_matter"}
+    assert {p: understood(p) for p in cases} == cases
+    # the encoder alone gets them wrong: what the rule is for
+    assert all(understood(p, rule=False) != c for p, c in cases.items())
+    # vocabulary terms are their own concepts, and agreeing wordings are left alone
+    assert understood("left brain") == "left_hemisphere" and understood("bilateral white matter") == "white_matter"
+    assert understood("right hemispheric white matter") == "right_white_matter"
+
+
+def test_side_rule_falls_back_without_compatible_terms():
+    from nnunetv2_text.text.sides import side_consistent_term
+
+    toy = parse_vocabulary(vocab(concept("a", "liver", [1]), concept("b", "spleen", [2])),
+                           dataset_labels={"liver": 1, "spleen": 2})
+    terms = toy.all_terms()
+    sims = [0.1] * len(terms)
+    sims[terms.index("spleen b")] = 0.9
+    # "left" names a side; no concept has one, so the nearest term overall
+    assert toy.lookup(terms[side_consistent_term("left spleen", sims, terms, toy)]).id == "b"
+    kid = parse_vocabulary(vocab(*KIDNEYS), dataset_labels=LABELS)
+    terms = kid.all_terms()
+    sims = [0.0] * len(terms)
+    sims[terms.index("left kidney")], sims[terms.index("right kidney a")] = 0.9, 0.5
+    assert kid.lookup(terms[side_consistent_term("the kidney on the right", sims, terms, kid)]).id == "kr"
+    assert kid.lookup(terms[side_consistent_term("renal organ", sims, terms, kid)]).id == "both"
+    # "kidneys" names no side but holds both kidneys' labels: a left prompt is never understood as it
+    from nnunetv2_text.text.sides import vocabulary_sides
+    assert vocabulary_sides(kid) == {"kl": "left", "kr": "right", "both": "both"}
+    sims[terms.index("kidneys a")] = 0.95
+    assert kid.lookup(terms[side_consistent_term("kidney, lt", sims, terms, kid)]).id == "kl"

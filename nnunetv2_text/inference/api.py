@@ -54,8 +54,8 @@ class TextSegmenter:
 
     def understand(self, prompts: Sequence[str], min_similarity: float = DEFAULT_MIN_SIMILARITY,
                    min_margin: float = DEFAULT_MIN_MARGIN) -> Dict[str, dict]:
-        """{prompt: {"concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin", "known",
-        "unknown_because"}}: what the model makes of each prompt (:meth:`TextPredictor.understand`), as
+        """{prompt: {"concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin", "side",
+        "known", "unknown_because"}}: what the model makes of each prompt (:meth:`TextPredictor.understand`), as
         recorded in the prediction manifest; no image needed."""
         prompts = self._check_prompts(prompts)
         return self.predictor.understand(prompts, self.predictor.embed_prompts(prompts), min_similarity,

@@ -89,7 +89,7 @@ def answer_prompts(masks: np.ndarray, network_prompts: Sequence[str], prompts: S
 
 
 #: what the manifest records of how a prompt was understood (:meth:`TextPredictor.understand`)
-UNDERSTOOD_KEYS = ("concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin")
+UNDERSTOOD_KEYS = ("concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin", "side")
 
 
 def prompt_record(prompt: str, voxels: int, voxel_ml: float, presence: float, info: Optional[dict],

@@ -31,6 +31,7 @@ from nnunetv2_text.network import TextNetworkConfig, build_text_network, unwrap_
 from nnunetv2_text.text.cache import EmbeddingCache
 from nnunetv2_text.text.encoder import TextEncoder
 from nnunetv2_text.text.foreign import FOREIGN_FILE
+from nnunetv2_text.text.sides import prompt_side, side_consistent_term
 from nnunetv2_text.text.vocabulary import parse_vocabulary
 from nnunetv2_text.utils.laterality import mirror_axes_without
 from nnunetv2_text.utils.orientation import canonical_reader
@@ -186,14 +187,17 @@ class TextPredictor(nnUNetPredictor):
         the foreign pool, the phrases taught to give an empty mask.
 
         Returns ``{prompt: {"concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin",
-        "known", "unknown_because"}}``. A prompt is unknown when its similarity is below ``min_similarity``,
-        or when it beats the mean similarity of its nearest foreign phrases (``foreign_similarity``) by
-        less than ``min_margin``: a similarity threshold alone cannot work across vocabularies, since
-        centring on a narrow vocabulary (two tissues) makes every text look similar to it. A vocabulary
-        term is always known. Needs only the embeddings, so it runs before any image is read."""
+        "side", "known", "unknown_because"}}``. A prompt naming a side (``side``: left, right, both) is only
+        understood as a concept of that side, or of none; one naming no side as the bilateral concept
+        that contains its nearest one-sided concept, where the vocabulary has one. A prompt is unknown
+        when its similarity is below ``min_similarity``, or when it beats the mean similarity of its
+        nearest foreign phrases (``foreign_similarity``) by less than ``min_margin``: a similarity
+        threshold alone cannot work across vocabularies, since centring on a narrow vocabulary (two
+        tissues) makes every text look similar to it. A vocabulary term is always known. Needs only the embeddings, so it runs before any image is read."""
         if self.vocabulary is None:
             return {p: {"concept": None, "term": None, "similarity": None, "foreign_term": None,
-                        "foreign_similarity": None, "margin": None, "known": True, "unknown_because": None}
+                        "foreign_similarity": None, "margin": None, "side": prompt_side(p), "known": True,
+                        "unknown_because": None}
                     for p in prompts}
         terms = self.vocabulary.all_terms()
         center = self.network.prompt_decoder.center_text
@@ -204,7 +208,11 @@ class TextPredictor(nnUNetPredictor):
                 self.embed_prompts(self._foreign, cache_file, encoder_device))) if self._foreign else None
         pool = self._foreign
         x = center(torch.as_tensor(embeddings))
-        best, rows = (x @ self._centred_terms.T).max(1)
+        sims = x @ self._centred_terms.T
+        # the nearest term among the concepts the prompt's side words allow (text/sides.py: why)
+        rows = torch.tensor([side_consistent_term(p, row.tolist(), terms, self.vocabulary)
+                             for p, row in zip(prompts, sims)], dtype=torch.long)
+        best = sims.gather(1, rows[:, None])[:, 0] if len(prompts) else sims.new_zeros(0)
         if self._centred_foreign is not None:
             near, near_rows = (x @ self._centred_foreign.T).topk(min(FOREIGN_NEIGHBOURS, len(pool)), dim=1)
             foreign_sim, foreign_row = near.mean(1).tolist(), near_rows[:, 0].tolist()
@@ -221,7 +229,7 @@ class TextPredictor(nnUNetPredictor):
                            "similarity": round(float(s), 4), "foreign_term": None if fj is None else pool[fj],
                            "foreign_similarity": None if fs is None else round(float(fs), 4),
                            "margin": None if margin is None else round(float(margin), 4),
-                           "known": because is None, "unknown_because": because}
+                           "side": prompt_side(prompt), "known": because is None, "unknown_because": because}
         return out
 
     @staticmethod

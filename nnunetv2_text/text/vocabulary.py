@@ -45,7 +45,7 @@ def normalize_term(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip()).lower()
 
 
-def _tokens(text: str) -> Tuple[str, ...]:
+def word_tokens(text: str) -> Tuple[str, ...]:
     """Lower-case words and numbers of a text, punctuation dropped: the unit :meth:`Vocabulary.mentions` matches."""
     return tuple(re.findall(r"[^\W_]+", text.casefold()))
 
@@ -109,11 +109,11 @@ class Vocabulary:
             table: Dict[Tuple[str, ...], Optional[Concept]] = {}
             for c in self.concepts:
                 for t in c.terms:
-                    key = _tokens(t)
+                    key = word_tokens(t)
                     if key:
                         table[key] = c if table.get(key, c) is c else None
             self._token_terms = {k: c for k, c in table.items() if c is not None}
-        words, found, i = _tokens(text), [], 0
+        words, found, i = word_tokens(text), [], 0
         longest = max((len(k) for k in self._token_terms), default=0)
         while i < len(words):
             for n in range(min(longest, len(words) - i), 0, -1):
