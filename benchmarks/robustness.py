@@ -257,7 +257,7 @@ def main(argv=None) -> int:
             shutil.rmtree(pred)
         run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--prompts",
              str(prompt_file), "-d", str(did), "-c", "3d_fullres", "-f", "all", "-tr", trainer, "-p", plans,
-             "-device", args.device, "-npp", "1", "-nps", "1"], env, log)
+             "-device", args.device, "-npp", "1", "-nps", "1", "--wording", "as_written"], env, log)
         results[label] = {**measure(pred, raw, vocab, paraphrases, foreign), "training_seconds": timings[label]}
         # the same wordings, each known one given to the network as its nearest training term
         near = work / f"pred_{trainer}_nearest_term"

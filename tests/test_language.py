@@ -95,8 +95,8 @@ def test_foreign_prompts_give_empty_masks_and_main_terms_still_work(trained_mode
 
 
 def test_nearest_term_wording_answers_as_the_understood_term(trained_model, toy_dataset):
-    """``wording="nearest_term"``: a known paraphrase gets exactly the mask of the training term it was
-    understood as; written as is, the network reads the paraphrase itself (another answer)."""
+    """``wording="nearest_term"`` (the default): a known paraphrase gets exactly the mask of the training
+    term it was understood as; written as is, the network reads the paraphrase itself (another answer)."""
     seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
     image = toy_dataset["raw"] / "imagesTs" / f"{CASE_B}_0000.nii.gz"
     paraphrase = "a brick-like block"
@@ -104,8 +104,8 @@ def test_nearest_term_wording_answers_as_the_understood_term(trained_model, toy_
     term = info[paraphrase]["term"]
     assert info[paraphrase]["concept"] == "box" and info[paraphrase]["flag"] is None and term != paraphrase
     as_term = seg.predict(image, [term], return_probabilities=True)[term]
-    nearest = seg.predict(image, [paraphrase], return_probabilities=True, wording="nearest_term")[paraphrase]
-    as_written = seg.predict(image, [paraphrase], return_probabilities=True)[paraphrase]
+    nearest = seg.predict(image, [paraphrase], return_probabilities=True)[paraphrase]
+    as_written = seg.predict(image, [paraphrase], return_probabilities=True, wording="as_written")[paraphrase]
     assert np.array_equal(nearest, as_term)
     assert not np.array_equal(as_written, as_term)  # the swap changed what the network saw
     assert masks[paraphrase].sum() > 0

@@ -18,7 +18,7 @@ from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import answer_prompts, logits_to_masks, presence_scores, prompt_record
 from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
 from nnunetv2_text.inference.predictor import TextPredictor
-from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, DEFAULT_WORDING
 from nnunetv2_text.utils.orientation import to_storage_layout
 
 ImageLike = Union[str, Path, Sequence[Union[str, Path]], np.ndarray]
@@ -71,7 +71,7 @@ class TextSegmenter:
     def predict(self, image: ImageLike, prompts: Sequence[str], spacing: Optional[Sequence[float]] = None,
                 return_probabilities: bool = False, return_info: bool = False,
                 on_unknown: str = "warn", min_similarity: float = DEFAULT_MIN_SIMILARITY,
-                min_margin: float = DEFAULT_MIN_MARGIN, wording: str = "as_written"):
+                min_margin: float = DEFAULT_MIN_MARGIN, wording: str = DEFAULT_WORDING):
         """{prompt: uint8 mask in the input's array layout} (or float16 probabilities).
 
         A file is read with the model's reader (reoriented if the model is) and its masks are returned in

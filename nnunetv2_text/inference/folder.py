@@ -31,8 +31,8 @@ from tqdm import tqdm
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import export_case
 from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
-from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, ON_UNKNOWN,
-                                                 PromptFileError, PromptSpec, unique_slugs)
+from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, DEFAULT_WORDING,
+                                                 ON_UNKNOWN, PromptFileError, PromptSpec, unique_slugs)
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
 from nnunetv2_text.utils.orientation import check_direction, orientation_code
@@ -154,7 +154,7 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
                    num_processes_export: int = 2, part_id: int = 0, num_parts: int = 1,
                    cache_file: Optional[Path] = None, encoder_device: str = "cpu", on_unknown: str = "warn",
                    min_similarity: Optional[float] = None, min_margin: Optional[float] = None,
-                   wording: str = "as_written") -> dict:
+                   wording: str = DEFAULT_WORDING) -> dict:
     """Predict this part's cases; see the module docstring for the order of work.
 
     ``on_unknown`` decides about unknown prompts: those whose nearest training term is less similar than

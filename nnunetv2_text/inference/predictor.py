@@ -26,7 +26,7 @@ from nnunetv2.utilities.label_handling.label_handling import determine_num_input
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.native_spacing import TextConfigurationManager
 from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, FOREIGN_NEIGHBOURS,
-                                                 ON_UNKNOWN, WORDINGS)
+                                                 DEFAULT_WORDING, ON_UNKNOWN, WORDINGS)
 from nnunetv2_text.network import TextNetworkConfig, build_text_network, unwrap_network
 from nnunetv2_text.text.cache import EmbeddingCache
 from nnunetv2_text.text.encoder import TextEncoder
@@ -257,7 +257,7 @@ class TextPredictor(nnUNetPredictor):
         return set(unknown) if on_unknown == "empty" else set()
 
     def reword(self, prompts: Sequence[str], embeddings: np.ndarray, understood: Dict[str, dict],
-               wording: str = "as_written", cache_file: Optional[Path] = None,
+               wording: str = DEFAULT_WORDING, cache_file: Optional[Path] = None,
                encoder_device: str = "cpu") -> np.ndarray:
         """The embeddings the network is given. ``nearest_term`` gives each known prompt its nearest
         training term's embedding, so that wordings the network never saw get the answer of the concept

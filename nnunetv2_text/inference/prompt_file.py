@@ -34,6 +34,9 @@ FOREIGN_NEIGHBOURS = 10
 #: (the answer then depends on what the prompt was understood as, not on its wording; unknown prompts
 #: keep their own embedding)
 WORDINGS = ("as_written", "nearest_term")
+#: nearest_term: a network trained on a vocabulary answers its terms best, and wordings it never saw
+#: lost their structure as written (toy and MNI152, docs/RESULTS.md, language robustness)
+DEFAULT_WORDING = "nearest_term"
 DEFAULT_MIN_MARGIN = 0.06
 
 

@@ -16,7 +16,8 @@ import logging
 import sys
 
 from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, ON_UNKNOWN, WORDINGS
+from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, DEFAULT_WORDING, ON_UNKNOWN,
+                                                 WORDINGS)
 from nnunetv2_text.run.cli import user_errors_to_exit
 
 PROG = "nnUNetv2_text_predict"
@@ -73,10 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a prompt is also unknown when its nearest training term beats the mean similarity of "
                         "its nearest foreign phrases (taught to give nothing) by less than this "
                         f"(default: {DEFAULT_MIN_MARGIN}, chosen in docs/RESULTS.md)")
-    p.add_argument("--wording", choices=WORDINGS, default="as_written",
-                   help="what the network is given for a known prompt: its own embedding (as_written) or its "
-                        "nearest training term's (nearest_term: the answer depends on the concept the prompt "
-                        "was understood as, recorded in the manifest, not on its wording). Default: as_written")
+    p.add_argument("--wording", choices=WORDINGS, default=DEFAULT_WORDING,
+                   help="what the network is given for a known prompt: its own embedding (as_written, as "
+                        "VoxTell does) or its nearest training term's (nearest_term: the answer depends on the "
+                        "concept the prompt was understood as, recorded in the manifest, not on its wording). "
+                        f"Default: {DEFAULT_WORDING}")
     p.add_argument("--prompt_batch_size", type=int, default=16, help="prompts decoded together per tile")
     p.add_argument("--cache", default=None, help="embedding cache (default: the model folder's text/ cache)")
     p.add_argument("--text_device", default="cpu", help="device for encoding prompts missing from the cache")
