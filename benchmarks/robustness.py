@@ -26,6 +26,7 @@ import json
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -95,7 +96,7 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
     out = {"foreign": {"n": 0, "empty": 0, "flagged": 0, "either": 0}, "wordings": {}, "main": {},
            "sim_foreign": [], "sim_heldout": [], "margin_foreign": [], "margin_heldout": [],
            "presence_present": [], "presence_foreign": [],
-           "heldout_flagged": 0, "heldout_n": 0, "absent": {"n": 0, "empty": 0}}
+           "heldout_flagged": 0, "heldout_n": 0, "absent": {"n": 0, "empty": 0}, "flagged_dice": {}}
     for case, recs in sorted(manifest["cases"].items()):
         ref = read(raw / "labelsTs" / f"{case}.nii.gz")
         sizes = [int((ref == v).sum()) for v in np.unique(ref) if v > 0]
@@ -128,6 +129,8 @@ def measure(pred: Path, raw: Path, vocab, paraphrases: Dict[str, List[str]], for
                         out["main"].setdefault(c.id, []).append(d)
                         out["presence_present"].append(rec["presence"])
                     if kind == "held-out":
+                        if rec["flag"] in UNKNOWN_FLAGS:  # to tell the encoder's misses from the network's
+                            out["flagged_dice"].setdefault(c.id, []).append(d)
                         seen = out.setdefault("heldout_concepts", {}).setdefault(c.id, {})  # understood as
                         seen[rec["understood"]["concept"]] = seen.get(rec["understood"]["concept"], 0) + 1
                         out["heldout_n"] += 1
@@ -144,7 +147,7 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
              f"Command: `python benchmarks/robustness.py --dataset {dataset} --workdir {args.workdir} --device "
              f"{args.device}{f' --spacing {args.spacing:g}' if dataset == 'mni152' else ''} --trainers "
              f"{' '.join(args.trainers)}{' --resume' if args.resume else ''}"
-             f"{' --repredict' if args.repredict else ''}`. {cases} held-out "
+             f"{' --repredict' if args.repredict else ''}{' --remeasure' if args.remeasure else ''}`. {cases} held-out "
              f"cases; {len(PROMPTS['foreign'])} held-out foreign prompts; held-out paraphrases from "
              f"`benchmarks/robustness_prompts.json`; a prompt is flagged unknown below similarity "
              f"{DEFAULT_MIN_SIMILARITY} or less than {DEFAULT_MIN_MARGIN} above its nearest foreign phrases. Trainers "
@@ -153,6 +156,7 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
              + ", ".join(f"training '{k}' {v / 60:.1f} min" if v is not None else f"'{k}' trained in an "
                          "earlier run" for k, v in timings.items())
              + (" (--repredict: trained models reused, predicted again with today's code)" if args.repredict else "")
+             + (" (--remeasure: trained models and predictions reused, measured again)" if args.remeasure else "")
              + ".", "",
              "| measure | " + " | ".join(results) + " |", "| --- |" + " --- |" * len(results)]
 
@@ -201,8 +205,9 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
             f"{100 * flagged(r['sim_foreign'], r['margin_foreign'], m):.1f} % / "
             f"{100 * flagged(r['sim_heldout'], r['margin_heldout'], m):.1f} %" for m in MARGIN_SWEEP) + " |")
     lines += ["", "Wordings (Dice over cases where the concept is present; SEER's measures per concept):", "",
-              "| trainer | concept | wordings | mean | std | worst | mean - worst | held-out mean | held-out worst |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| trainer | concept | wordings | mean | std | worst | mean - worst | held-out mean | held-out worst "
+              "| mean - worst, wordings not flagged |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = [(name, r) for name, r in results.items()]
     rows += [(f"{name}, `--wording nearest_term`", r["nearest_term"]) for name, r in results.items()
              if "nearest_term" in r]
@@ -210,10 +215,15 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
         for cid, kinds in r["wordings"].items():
             allv = [v for vs in kinds.values() for v in vs]
             held = kinds.get("held-out", [])
+            if "flagged_dice" in r:
+                kept = list((Counter(allv) - Counter(r.get("flagged_dice", {}).get(cid, []))).elements())
+                kept_gap = f"{np.mean(kept) - min(kept):.3f}" if kept else "none"
+            else:
+                kept_gap = "not recorded"
             lines.append(f"| {name} | {cid} | {sum(len(v) for v in kinds.values()) // max(1, len(kinds['main']))} | "
                          f"{np.mean(allv):.3f} | {np.std(allv):.3f} | {min(allv):.3f} | "
                          f"{np.mean(allv) - min(allv):.3f} | {np.mean(held) if held else float('nan'):.3f} | "
-                         f"{min(held) if held else float('nan'):.3f} |")
+                         f"{min(held) if held else float('nan'):.3f} | {kept_gap} |")
     lines += ["", f"<!-- /robustness-{dataset} -->"]
     return "\n".join(lines)
 
@@ -225,6 +235,8 @@ def main(argv=None) -> int:
                    help="reuse a trainer's saved results in the workdir instead of training it again")
     p.add_argument("--repredict", action="store_true",
                    help="reuse a trainer's trained model in the workdir, but predict and measure again")
+    p.add_argument("--remeasure", action="store_true",
+                   help="reuse a trainer's trained model and predictions in the workdir, and measure again")
     args = p.parse_args(argv)
     work, env, log, raw, did, plans, vocab_name = prepare_run(args, "robustness.log")
     vocab = load_vocabulary(resolve_vocabulary_path(vocab_name))
@@ -245,6 +257,13 @@ def main(argv=None) -> int:
             timings[label] = results[label].get("training_seconds")  # None: saved before it was recorded
             continue
         model = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans}__3d_fullres" / "fold_all"
+        pred, near = work / f"pred_{trainer}", work / f"pred_{trainer}_nearest_term"
+        if args.remeasure and (pred / "manifest.json").is_file() and (near / "manifest.json").is_file():
+            timings[label] = json.loads(saved.read_text()).get("training_seconds") if saved.is_file() else None
+            results[label] = {**measure(pred, raw, vocab, paraphrases, foreign), "training_seconds": timings[label],
+                              "nearest_term": measure(near, raw, vocab, paraphrases, [])}
+            saved.write_text(json.dumps(results[label], indent=1))
+            continue
         if args.repredict and (model / "checkpoint_final.pth").is_file():
             timings[label] = json.loads(saved.read_text()).get("training_seconds") if saved.is_file() else None
         else:
@@ -252,7 +271,6 @@ def main(argv=None) -> int:
             run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", trainer, "-p", plans,
                  "-device", args.device], env, log)
             timings[label] = time.time() - t
-        pred = work / f"pred_{trainer}"
         if pred.exists():  # a fresh prediction, not one resumed from an earlier code's files
             shutil.rmtree(pred)
         run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--prompts",
@@ -260,7 +278,6 @@ def main(argv=None) -> int:
              "-device", args.device, "-npp", "1", "-nps", "1", "--wording", "as_written"], env, log)
         results[label] = {**measure(pred, raw, vocab, paraphrases, foreign), "training_seconds": timings[label]}
         # the same wordings, each known one given to the network as its nearest training term
-        near = work / f"pred_{trainer}_nearest_term"
         if near.exists():
             shutil.rmtree(near)
         run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(near), "--prompts",
