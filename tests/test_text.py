@@ -229,7 +229,9 @@ def test_mentions_finds_whole_terms_longest_first():
     ("left kidney", "left"), ("L-PCA", "left"), ("Lt kidney", "left"), ("glandula suprarenalis sinistra", "left"),
     ("grey matter, right", "right"), ("the right side's grey matter", "right"), ("ren dexter", "right"),
     ("left and right kidneys", "both"), ("bilateral GM", "both"), ("both left lung lobes", "left"),
-    ("liver", None), ("lateral ventricle", None), ("the brightest lesion", None), ("leftover", None)])
+    ("liver", None), ("lateral ventricle", None), ("the brightest lesion", None), ("leftover", None),
+    ("L 1 vertebra", None), ("L-1", None), ("r/o mass", None), ("l'artère cérébrale postérieure droite", "right"),
+    ("rechte Niere", "right"), ("riñón izquierdo", "left")])
 def test_prompt_side_reads_whole_side_words(text, side):
     from nnunetv2_text.text.sides import prompt_side
 
@@ -237,19 +239,22 @@ def test_prompt_side_reads_whole_side_words(text, side):
 
 
 def test_shipped_vocabularies_name_their_sides():
-    from nnunetv2_text.text.sides import concept_side
+    from nnunetv2_text.text.sides import vocabulary_sides
 
     mni = load_vocabulary(resolve_vocabulary_path("mni152"))
-    assert {c.id: concept_side(c) for c in mni.concepts} == {
+    assert vocabulary_sides(mni) == {
         "left_grey_matter": "left", "right_grey_matter": "right", "left_white_matter": "left",
         "right_white_matter": "right", "grey_matter": "both", "white_matter": "both",
         "left_hemisphere": "left", "right_hemisphere": "right"}
-    assert concept_side(load_vocabulary(resolve_vocabulary_path("toy_shapes")).concepts[0]) is None
+    assert set(vocabulary_sides(load_vocabulary(resolve_vocabulary_path("toy_shapes"))).values()) == {None}
+    cow = vocabulary_sides(load_vocabulary(resolve_vocabulary_path("topcow")))
+    assert cow["anterior_circulation"] == cow["posterior_circulation"] == "both"  # by their labels
+    assert list(cow.values()).count("left") == 5 and list(cow.values()).count(None) == 3
 
 
 def test_side_words_overrule_the_encoder(minilm):
     """Wordings the bundled MiniLM puts nearest a term of the wrong side (or of no side) are understood as
-    the side they name; a side-less wording of a one-sided term goes to the bilateral concept."""
+    the side they name; a side-less wording nearest a one-sided term goes to the concept of both sides."""
     from nnunetv2_text.text.sides import side_consistent_term
 
     mni = load_vocabulary(resolve_vocabulary_path("mni152"))
@@ -294,3 +299,18 @@ def test_side_rule_falls_back_without_compatible_terms():
     assert vocabulary_sides(kid) == {"kl": "left", "kr": "right", "both": "both"}
     sims[terms.index("kidneys a")] = 0.95
     assert kid.lookup(terms[side_consistent_term("kidney, lt", sims, terms, kid)]).id == "kl"
+
+    # a side-less or "both" prompt goes to a bilateral concept only when that is exactly the nearest concept
+    # and its twin: the middle lobe exists on the right only, "lungs" is more than its twin
+    lobes = parse_vocabulary(vocab(concept("rul", "right upper lobe", [1]), concept("rml", "right middle lobe", [2]),
+                                   concept("lul", "left upper lobe", [3]), concept("lungs", "lungs", [1, 2, 3])),
+                             dataset_labels={"a": 1, "b": 2, "c": 3})
+    assert vocabulary_sides(lobes)["lungs"] == "both"
+    terms = lobes.all_terms()
+    sims = [0.0] * len(terms)
+    sims[terms.index("right middle lobe a")], sims[terms.index("lungs b")] = 0.9, 0.5
+    for prompt in ("the middle lobe", "both middle lobes"):
+        assert lobes.lookup(terms[side_consistent_term(prompt, sims, terms, lobes)]).id == "rml"
+    sims[terms.index("right middle lobe a")], sims[terms.index("right upper lobe b")] = 0.0, 0.9
+    # the upper lobes' union is not in this vocabulary: the nearest one stays
+    assert lobes.lookup(terms[side_consistent_term("upper lobe", sims, terms, lobes)]).id == "rul"

@@ -31,7 +31,7 @@ from nnunetv2_text.network import TextNetworkConfig, build_text_network, unwrap_
 from nnunetv2_text.text.cache import EmbeddingCache
 from nnunetv2_text.text.encoder import TextEncoder
 from nnunetv2_text.text.foreign import FOREIGN_FILE
-from nnunetv2_text.text.sides import prompt_side, side_consistent_term
+from nnunetv2_text.text.sides import prompt_side, side_consistent_term, vocabulary_sides
 from nnunetv2_text.text.vocabulary import parse_vocabulary
 from nnunetv2_text.utils.laterality import mirror_axes_without
 from nnunetv2_text.utils.orientation import canonical_reader
@@ -187,13 +187,14 @@ class TextPredictor(nnUNetPredictor):
         the foreign pool, the phrases taught to give an empty mask.
 
         Returns ``{prompt: {"concept", "term", "similarity", "foreign_term", "foreign_similarity", "margin",
-        "side", "known", "unknown_because"}}``. A prompt naming a side (``side``: left, right, both) is only
-        understood as a concept of that side, or of none; one naming no side as the bilateral concept
-        that contains its nearest one-sided concept, where the vocabulary has one. A prompt is unknown
-        when its similarity is below ``min_similarity``, or when it beats the mean similarity of its
-        nearest foreign phrases (``foreign_similarity``) by less than ``min_margin``: a similarity
-        threshold alone cannot work across vocabularies, since centring on a narrow vocabulary (two
-        tissues) makes every text look similar to it. A vocabulary term is always known. Needs only the embeddings, so it runs before any image is read."""
+        "side", "known", "unknown_because"}}``. A prompt naming one side (``side``: left or right) is only
+        understood as a concept of that side or of none; one naming both sides or none, whose nearest
+        concept is one-sided, as that concept with its other-side twin where the vocabulary has exactly
+        that (text/sides.py). A prompt is unknown when its similarity is below ``min_similarity``, or
+        when it beats the mean similarity of its nearest foreign phrases (``foreign_similarity``) by less
+        than ``min_margin``: a similarity threshold alone cannot work across vocabularies, since
+        centring on a narrow vocabulary (two tissues) makes every text look similar to it. A vocabulary
+        term is always known. Needs only the embeddings, so it runs before any image is read."""
         if self.vocabulary is None:
             return {p: {"concept": None, "term": None, "similarity": None, "foreign_term": None,
                         "foreign_similarity": None, "margin": None, "side": prompt_side(p), "known": True,
@@ -210,7 +211,8 @@ class TextPredictor(nnUNetPredictor):
         x = center(torch.as_tensor(embeddings))
         sims = x @ self._centred_terms.T
         # the nearest term among the concepts the prompt's side words allow (text/sides.py: why)
-        rows = torch.tensor([side_consistent_term(p, row.tolist(), terms, self.vocabulary)
+        side_of = vocabulary_sides(self.vocabulary)
+        rows = torch.tensor([side_consistent_term(p, row.tolist(), terms, self.vocabulary, side_of)
                              for p, row in zip(prompts, sims)], dtype=torch.long)
         best = sims.gather(1, rows[:, None])[:, 0] if len(prompts) else sims.new_zeros(0)
         if self._centred_foreign is not None:
