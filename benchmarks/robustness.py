@@ -216,7 +216,7 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
             allv = [v for vs in kinds.values() for v in vs]
             held = kinds.get("held-out", [])
             if "flagged_dice" in r:
-                kept = list((Counter(allv) - Counter(r.get("flagged_dice", {}).get(cid, []))).elements())
+                kept = list((Counter(allv) - Counter(r["flagged_dice"].get(cid, []))).elements())
                 kept_gap = f"{np.mean(kept) - min(kept):.3f}" if kept else "none"
             else:
                 kept_gap = "not recorded"
@@ -258,14 +258,15 @@ def main(argv=None) -> int:
             continue
         model = Path(env["nnUNet_results"]) / raw.name / f"{trainer}__{plans}__3d_fullres" / "fold_all"
         pred, near = work / f"pred_{trainer}", work / f"pred_{trainer}_nearest_term"
+        earlier_training = json.loads(saved.read_text()).get("training_seconds") if saved.is_file() else None
         if args.remeasure and (pred / "manifest.json").is_file() and (near / "manifest.json").is_file():
-            timings[label] = json.loads(saved.read_text()).get("training_seconds") if saved.is_file() else None
+            timings[label] = earlier_training
             results[label] = {**measure(pred, raw, vocab, paraphrases, foreign), "training_seconds": timings[label],
                               "nearest_term": measure(near, raw, vocab, paraphrases, [])}
             saved.write_text(json.dumps(results[label], indent=1))
             continue
         if args.repredict and (model / "checkpoint_final.pth").is_file():
-            timings[label] = json.loads(saved.read_text()).get("training_seconds") if saved.is_file() else None
+            timings[label] = earlier_training
         else:
             t = time.time()
             run([command("nnUNetv2_train"), str(did), "3d_fullres", "all", "-tr", trainer, "-p", plans,

@@ -13,7 +13,7 @@ import torch
 from conftest import CASE_B, predict_args, run_cli
 from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.api import TextSegmenter
-from nnunetv2_text.inference.export import UNDERSTOOD_KEYS
+from nnunetv2_text.inference.export import FLAG_NOT_FOUND, UNDERSTOOD_KEYS, UNKNOWN_FLAGS
 
 HELD_OUT = json.loads((Path(__file__).parents[1] / "benchmarks" / "robustness_prompts.json").read_text())
 MAIN = {"ball": 1, "box": 2, "rod": 3}
@@ -36,12 +36,12 @@ def test_manifest_records_nearest_concept_similarity_and_presence(predictions, t
             # how far the prompt stands from the phrases taught to give nothing, and which one is nearest
             assert u["foreign_term"] in pool and abs(u["margin"] - (u["similarity"] - u["foreign_similarity"])) < 2e-4
             # no empty mask goes unexplained: the manifest flags it (not found, or an unknown prompt)
-            assert rec["voxels"] > 0 or rec["flag"] in ("not_found", "unknown_prompt_emptied", "unknown_prompt"), \
+            assert rec["voxels"] > 0 or rec["flag"] in (FLAG_NOT_FOUND, *UNKNOWN_FLAGS), \
                 (case, prompt, rec)
         # vocabulary terms are understood as themselves, and are known
         assert prompts["sphere"]["understood"]["concept"] == "ball"
         assert prompts["sphere"]["understood"]["similarity"] == 1.0
-        assert prompts["sphere"]["flag"] == (None if prompts["sphere"]["voxels"] else "not_found")
+        assert prompts["sphere"]["flag"] == (None if prompts["sphere"]["voxels"] else FLAG_NOT_FOUND)
         assert prompts["the cubic object"]["understood"]["concept"] == "box"
     assert predictions["manifest"]["model"]["on_unknown"] == "warn"
     assert {"min_similarity", "min_margin"} <= set(predictions["manifest"]["model"])

@@ -214,7 +214,7 @@ class TextPredictor(nnUNetPredictor):
         side_of = vocabulary_sides(self.vocabulary)
         rows = torch.tensor([side_consistent_term(p, row.tolist(), terms, self.vocabulary, side_of)
                              for p, row in zip(prompts, sims)], dtype=torch.long)
-        best = sims.gather(1, rows[:, None])[:, 0] if len(prompts) else sims.new_zeros(0)
+        best = sims.gather(1, rows[:, None])[:, 0]
         if self._centred_foreign is not None:
             near, near_rows = (x @ self._centred_foreign.T).topk(min(FOREIGN_NEIGHBOURS, len(pool)), dim=1)
             foreign_sim, foreign_row = near.mean(1).tolist(), near_rows[:, 0].tolist()

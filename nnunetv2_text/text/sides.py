@@ -4,7 +4,8 @@ Sentence encoders are weak at laterality: with the bundled MiniLM, "the right si
 nearer "left grey matter" than any right-sided term, and "grey matter, right" nearer the bilateral
 "grey matter" (7 of 80 held-out MNI152 paraphrases lost, gained or swapped their side,
 docs/RESULTS.md). A side word is unambiguous text, so the nearest-term search is restricted to
-concepts whose side agrees with the prompt's; similarity still decides everything else. The image side of the same rule is ``utils/laterality.py``.
+concepts whose side agrees with the prompt's; similarity still decides everything else. The image side
+of the same rule is ``utils/laterality.py``.
 """
 from __future__ import annotations
 
