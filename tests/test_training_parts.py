@@ -136,9 +136,11 @@ def test_noDS_freezes_the_unused_heads_before_ddp_wrapping():
     assert not [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
 
 
-def test_foreign_prompts_replace_the_negative_with_an_empty_target():
-    """With foreign_probability 1 every sample's last prompt is from the pool, and its target is empty
-    even where every labelled structure is present."""
+def test_foreign_prompts_take_an_absent_concepts_place_and_never_a_present_ones():
+    """With foreign_probability 1 every sample gets a pool prompt with an empty target. Where the patch lacks
+    a concept the foreign prompt replaces it; where it shows every concept the foreign prompt is added and all
+    present prompts stay, and the other samples repeat a present concept to match (never another empty
+    target). ``foreign_replaces_present`` gives the earlier rule, which dropped a present prompt."""
     import torch
 
     from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
@@ -147,17 +149,34 @@ def test_foreign_prompts_replace_the_negative_with_an_empty_target():
     vocab = load_vocabulary(resolve_vocabulary_path("toy_shapes"))
     pool = ["hello world", "red car", "liver"]
     terms = vocab.all_terms() + pool
+    foreign = foreign_concept_id(vocab)
+    targets = ConceptTargets(vocab, torch.device("cpu"))
+    every = torch.ones(1, 1, 4, 4, 4, dtype=torch.long)
+    every[:, :, :2] = 2
+    every[:, :, 3] = 3                   # ball, box, rod (so all four concepts) present
+    no_rod = every.clone()
+    no_rod[no_rod == 3] = 1              # ball, box (and "all shapes") present, rod absent
+
     sampler = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, foreign_probability=1.0)
-    seg = torch.ones(3, 1, 4, 4, 4, dtype=torch.long)
-    seg[:, :, :2] = 2
-    seg[:, :, 3] = 3
-    pb = sampler.sample(seg)
-    assert pb.concept_ids.shape == (3, 3) and (pb.concept_ids[:, 2] == foreign_concept_id(vocab)).all()
-    assert {terms[t] for t in pb.term_ids[:, 2].tolist()} <= set(pool) and not pb.positive[:, 2].any()
-    targets = ConceptTargets(vocab, torch.device("cpu"))(seg, pb.concept_ids)
-    assert targets[:, 2].sum() == 0 and targets[:, :2].sum() > 0
-    plain = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, foreign_probability=0.0).sample(seg)
-    assert (plain.concept_ids < foreign_concept_id(vocab)).all()
+    for _ in range(30):
+        pb = sampler.sample(no_rod.repeat(2, 1, 1, 1, 1))  # each sample has an absent concept: replaced
+        assert pb.concept_ids.shape == (2, 3) and (pb.concept_ids[:, 2] == foreign).all()
+        assert pb.positive[:, :2].all() and not pb.positive[:, 2].any()
+        assert {terms[t] for t in pb.term_ids[:, 2].tolist()} <= set(pool)
+        pb = sampler.sample(torch.cat([every, no_rod]))     # sample 0 shows everything: added
+        assert pb.concept_ids.shape == (2, 4)
+        assert pb.concept_ids[0].tolist()[3] == foreign and pb.positive[0].tolist() == [True] * 3 + [False]
+        ids, pos = pb.concept_ids[1].tolist(), pb.positive[1].tolist()
+        assert ids[2] == foreign and ids.count(foreign) == 1 and pos == [True, True, False, True]
+        assert ids[3] in ids[:2]  # the padding repeats a present concept of sample 1
+        t = targets(torch.cat([every, no_rod]), pb.concept_ids)
+        assert t[0, 3].sum() == 0 and t[1, 2].sum() == 0 and t[0, :3].flatten(1).sum(1).min() > 0
+
+    old = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, foreign_probability=1.0,
+                        foreign_replaces_present=True).sample(every.repeat(3, 1, 1, 1, 1))
+    assert old.concept_ids.shape == (3, 3) and (old.concept_ids[:, 2] == foreign).all()
+    plain = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, foreign_probability=0.0).sample(every)
+    assert plain.concept_ids.shape == (1, 3) and (plain.concept_ids < foreign).all()
 
 
 def test_empty_target_loss_teaches_empty_answers_where_soft_dice_cannot():

@@ -4,11 +4,15 @@ For each sample of a batch: ``num_positive`` concepts present in the sampled pat
 absent ones (their target is empty: the model must learn to say "not here"). Each prompt uses the main
 term with probability ``main_term_probability`` and a random synonym otherwise (VoxTell: 25 % / 75 %).
 When a patch has too few present (or absent) concepts the remaining slots take the other kind, so
-every sample always gets the same number of prompts. With ``foreign_probability`` a sample's last
-prompt (its absent concept, when it has one) is replaced by a foreign prompt: one that names nothing the
-dataset labels (see :mod:`nnunetv2_text.text.foreign`), with an empty target, so the model learns that an
-unknown prompt is answered with nothing. Replaced rather than added: with an extra empty-target prompt in
-every sample the toy's thin rod collapsed to empty masks (docs/RESULTS.md).
+every sample always gets the same number of prompts. With ``foreign_probability`` a sample gets a foreign
+prompt: one that names nothing the dataset labels (see :mod:`nnunetv2_text.text.foreign`), with an empty
+target, so the model learns that an unknown prompt is answered with nothing. It takes the place of the
+sample's absent concept; a sample whose patch shows every concept it is prompted with gets it as an extra
+prompt instead, and the batch's other samples repeat one of their present concepts to match. So a foreign
+prompt never displaces a present structure (on MNI152, where every patch shows every concept, it displaced
+the lateral ones and cost main-term Dice; docs/RESULTS.md), and never adds an empty target to a sample that
+already has one (an extra empty-target prompt in every sample made the toy's thin rod collapse to empty
+masks). ``foreign_replaces_present`` restores the earlier rule, which always replaced the last prompt.
 """
 from __future__ import annotations
 
@@ -59,10 +63,12 @@ def foreign_concept_id(vocabulary: Vocabulary) -> int:
 class PromptSampler:
     def __init__(self, vocabulary: Vocabulary, terms: Sequence[str], num_positive: int = 2,
                  num_negative: int = 1, main_term_probability: float = 0.25, seed=None,
-                 foreign: Sequence[str] = (), foreign_probability: float = 0.0):
+                 foreign: Sequence[str] = (), foreign_probability: float = 0.0,
+                 foreign_replaces_present: bool = False):
         index = {t: i for i, t in enumerate(terms)}
         self.foreign_ids = [index[t] for t in foreign]
         self.foreign_probability = foreign_probability if self.foreign_ids else 0.0
+        self.foreign_replaces_present = foreign_replaces_present
         self.vocabulary = vocabulary
         self.main_ids = [index[c.main] for c in vocabulary.concepts]
         self.synonym_ids = [[index[s] for s in c.synonyms] for c in vocabulary.concepts]
@@ -115,8 +121,21 @@ class PromptSampler:
                 chosen.append(chosen[k])
                 positive.append(positive[k])
         if self.foreign_probability and self.rng.random() < self.foreign_probability:
-            chosen[-1], positive[-1] = foreign_concept_id(self.vocabulary), False
+            if positive[-1] and not self.foreign_replaces_present:  # every prompt names a present concept
+                chosen.append(foreign_concept_id(self.vocabulary))
+                positive.append(False)
+            else:
+                chosen[-1], positive[-1] = foreign_concept_id(self.vocabulary), False
         return chosen, positive
+
+    def _pad(self, chosen: List[int], positive: List[bool], n: int) -> None:
+        """Repeat chosen concepts, present ones first, until the sample has ``n`` prompts (a batch's
+        samples need as many prompts each; repeating adds no empty target)."""
+        pool = [k for k, p in enumerate(positive) if p] or list(range(len(chosen)))
+        while len(chosen) < n:
+            k = pool[int(self.rng.integers(len(pool)))]
+            chosen.append(chosen[k])
+            positive.append(positive[k])
 
     def term_for(self, concept: int) -> int:
         if concept == foreign_concept_id(self.vocabulary):
@@ -129,13 +148,15 @@ class PromptSampler:
     def sample(self, seg: torch.Tensor, annotated: Optional[Sequence[Optional[Set[int]]]] = None) -> PromptBatch:
         """seg (B, 1, *spatial): the full-resolution label patch of each sample; ``annotated``: per sample
         the concept ids its source labels (None: all)."""
-        concepts, positive, terms = [], [], []
+        concepts, positive = [], []
         for b in range(seg.shape[0]):
             present = set(int(v) for v in torch.unique(seg[b]).tolist() if v > 0)
             c, p = self.sample_concepts(present, None if annotated is None else annotated[b])
-            t = [self.term_for(i) for i in c]
             concepts.append(c)
             positive.append(p)
-            terms.append(t)
+        n = max(len(c) for c in concepts)
+        for c, p in zip(concepts, positive):
+            self._pad(c, p, n)
+        terms = [[self.term_for(i) for i in c] for c in concepts]
         return PromptBatch(torch.tensor(terms, dtype=torch.long), torch.tensor(concepts, dtype=torch.long),
                            torch.tensor(positive, dtype=torch.bool))

@@ -88,9 +88,11 @@ class TextFusionTrainer(nnUNetTrainer):
     num_positive_prompts: int = 2
     num_negative_prompts: int = 1
     main_term_probability: float = 0.25
-    #: chance that a sample's last prompt (its absent concept) is replaced by a foreign one: a text that
-    #: names nothing the dataset labels, with an empty target
+    #: chance that a sample gets a foreign prompt: a text that names nothing the dataset labels, with an
+    #: empty target. It replaces the sample's absent concept, or is added where the patch shows them all
     foreign_prompt_probability: float = 0.5
+    #: the earlier rule (ablation): the foreign prompt replaces the last prompt even when that one is present
+    foreign_replaces_present: bool = False
     #: merged datasets: prompt a case only with concepts its source annotates (False: the naive ablation,
     #: which teaches every unlabelled structure as absent)
     use_partial_labels: bool = True
@@ -146,7 +148,8 @@ class TextFusionTrainer(nnUNetTrainer):
         self.prompt_sampler = PromptSampler(self.text.vocabulary, self.text.terms, self.num_positive_prompts,
                                             self.num_negative_prompts, self.main_term_probability,
                                             foreign=self.text.foreign,
-                                            foreign_probability=self.foreign_prompt_probability)
+                                            foreign_probability=self.foreign_prompt_probability,
+                                            foreign_replaces_present=self.foreign_replaces_present)
         if self.foreign_prompt_probability and not self.text.foreign:
             self.print_to_log_file("no foreign prompts in the dataset's text folder (embedded by an older "
                                    "version?): rerun nnUNetv2_text_embed to teach unknown prompts 'not here'")

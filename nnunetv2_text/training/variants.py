@@ -98,6 +98,12 @@ class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
     foreign_prompt_probability = 0.0
 
 
+class TextFusionTrainer_demoForeignReplaces(TextFusionTrainer_demo):
+    """The demo's schedule with the earlier foreign-prompt rule: it may replace a present concept."""
+
+    foreign_replaces_present = True
+
+
 class TextFusionTrainer_demoNoPartialLabels(TextFusionTrainer_demo):
     """The demo's schedule treating unlabelled structures of a merged dataset as absent (the naive
     ablation that benchmarks/merge.py compares with partial-label sampling)."""
