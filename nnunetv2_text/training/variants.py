@@ -98,6 +98,12 @@ class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
     foreign_prompt_probability = 0.0
 
 
+class TextFusionTrainer_demo32epochs(TextFusionTrainer_demo):
+    """The demo's schedule run twice as long (1600 steps): does an 800-step result hold with more steps?"""
+
+    epochs = 32
+
+
 class TextFusionTrainer_demoForeignReplaces(TextFusionTrainer_demo):
     """The demo's schedule with the earlier foreign-prompt rule: it may replace a present concept."""
 
