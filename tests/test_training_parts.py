@@ -172,6 +172,17 @@ def test_foreign_prompts_take_an_absent_concepts_place_and_never_a_present_ones(
         t = targets(torch.cat([every, no_rod]), pb.concept_ids)
         assert t[0, 3].sum() == 0 and t[1, 2].sum() == 0 and t[0, :3].flatten(1).sum(1).min() > 0
 
+    # partial labels: the ball annotated and present, the rod annotated and absent; the fill repeats the
+    # ball after the rod, and the foreign prompt still takes the rod's place rather than adding a second empty
+    for _ in range(20):
+        ids, pos = sampler.sample_concepts({1}, {0, 2})
+        assert len(ids) == 3 and pos.count(False) == 1 and ids[pos.index(False)] == foreign and 0 in ids
+    # a patch showing nothing, batched with one that gets an added foreign prompt: its padding repeats an
+    # absent concept, never the foreign one
+    for _ in range(20):
+        pb = sampler.sample(torch.cat([every, torch.zeros_like(every)]))
+        assert pb.concept_ids.shape == (2, 4) and pb.concept_ids[1].tolist().count(foreign) == 1
+
     old = PromptSampler(vocab, terms, 2, 1, seed=0, foreign=pool, foreign_probability=1.0,
                         foreign_replaces_present=True).sample(every.repeat(3, 1, 1, 1, 1))
     assert old.concept_ids.shape == (3, 3) and (old.concept_ids[:, 2] == foreign).all()

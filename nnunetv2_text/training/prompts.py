@@ -4,7 +4,7 @@ For each sample of a batch: ``num_positive`` concepts present in the sampled pat
 absent ones (their target is empty: the model must learn to say "not here"). Each prompt uses the main
 term with probability ``main_term_probability`` and a random synonym otherwise (VoxTell: 25 % / 75 %).
 When a patch has too few present (or absent) concepts the remaining slots take the other kind, so
-every sample always gets the same number of prompts. With ``foreign_probability`` a sample gets a foreign
+every sample gets at least ``num_prompts`` prompts, and all samples of a batch get as many. With ``foreign_probability`` a sample gets a foreign
 prompt: one that names nothing the dataset labels (see :mod:`nnunetv2_text.text.foreign`), with an empty
 target, so the model learns that an unknown prompt is answered with nothing. It takes the place of the
 sample's absent concept; a sample whose patch shows every concept it is prompted with gets it as an extra
@@ -79,6 +79,7 @@ class PromptSampler:
 
     @property
     def num_prompts(self) -> int:
+        """Prompts per sample before a foreign prompt is added (a batch may carry one more)."""
         return self.num_positive + self.num_negative
 
     def present_concepts(self, labels_present: set) -> List[int]:
@@ -121,17 +122,23 @@ class PromptSampler:
                 chosen.append(chosen[k])
                 positive.append(positive[k])
         if self.foreign_probability and self.rng.random() < self.foreign_probability:
-            if positive[-1] and not self.foreign_replaces_present:  # every prompt names a present concept
+            if self.foreign_replaces_present:
+                chosen[-1], positive[-1] = foreign_concept_id(self.vocabulary), False
+            elif all(positive):  # every prompt names a present concept
                 chosen.append(foreign_concept_id(self.vocabulary))
                 positive.append(False)
-            else:
-                chosen[-1], positive[-1] = foreign_concept_id(self.vocabulary), False
+            else:  # the last absent one (partial-label fills may put present repeats after it)
+                k = max(i for i, p in enumerate(positive) if not p)
+                chosen[k] = foreign_concept_id(self.vocabulary)
         return chosen, positive
 
     def _pad(self, chosen: List[int], positive: List[bool], n: int) -> None:
-        """Repeat chosen concepts, present ones first, until the sample has ``n`` prompts (a batch's
-        samples need as many prompts each; repeating adds no empty target)."""
-        pool = [k for k, p in enumerate(positive) if p] or list(range(len(chosen)))
+        """Repeat chosen concepts until the sample has ``n`` prompts (a batch's samples need as many
+        prompts each): a present one, so padding adds no empty target; only a patch with no present
+        concept repeats an absent one, and a foreign prompt is never repeated while anything else is there."""
+        foreign = foreign_concept_id(self.vocabulary)
+        pool = ([k for k, p in enumerate(positive) if p] or [k for k, c in enumerate(chosen) if c != foreign]
+                or list(range(len(chosen))))
         while len(chosen) < n:
             k = pool[int(self.rng.integers(len(pool)))]
             chosen.append(chosen[k])

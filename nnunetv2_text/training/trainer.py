@@ -3,9 +3,9 @@
 Everything nnU-Net does stays (plans, preprocessing, data loading, augmentation, poly LR, logging,
 checkpoints); this trainer changes what the network sees and what it is scored against:
 
-- every sample gets ``num_positive_prompts`` present and ``num_negative_prompts`` absent concepts, the
-  last sometimes replaced by a prompt that names nothing the dataset labels (:mod:`.prompts`); the
-  network gets their cached embeddings and returns one logit map per prompt;
+- every sample gets ``num_positive_prompts`` present and ``num_negative_prompts`` absent concepts, and
+  sometimes a prompt that names nothing the dataset labels, in place of an absent one or added
+  (:mod:`.prompts`); the network gets their cached embeddings and returns one logit map per prompt;
 - targets are binary per prompt (unions for combined concepts), loss is nnU-Net's Dice + BCE with its
   deep-supervision weights (optionally with a term for empty targets, :mod:`.loss`);
 - the left-right axis is never mirrored, in training nor in the saved test-time axes
