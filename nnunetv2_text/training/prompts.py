@@ -4,15 +4,17 @@ For each sample of a batch: ``num_positive`` concepts present in the sampled pat
 absent ones (their target is empty: the model must learn to say "not here"). Each prompt uses the main
 term with probability ``main_term_probability`` and a random synonym otherwise (VoxTell: 25 % / 75 %).
 When a patch has too few present (or absent) concepts the remaining slots take the other kind, so
-every sample gets at least ``num_prompts`` prompts, and all samples of a batch get as many. With ``foreign_probability`` a sample gets a foreign
-prompt: one that names nothing the dataset labels (see :mod:`nnunetv2_text.text.foreign`), with an empty
-target, so the model learns that an unknown prompt is answered with nothing. It takes the place of the
-sample's absent concept; a sample whose patch shows every concept it is prompted with gets it as an extra
-prompt instead, and the batch's other samples repeat one of their present concepts to match. So a foreign
-prompt never displaces a present structure (on MNI152, where every patch shows every concept, it displaced
-the lateral ones and cost main-term Dice; docs/RESULTS.md), and never adds an empty target to a sample that
-already has one (an extra empty-target prompt in every sample made the toy's thin rod collapse to empty
-masks). ``foreign_replaces_present`` restores the earlier rule, which always replaced the last prompt.
+every sample gets at least ``num_prompts`` prompts, and all samples of a batch get as many.
+
+With ``foreign_probability`` a sample gets a foreign prompt: one that names nothing the dataset labels
+(see :mod:`nnunetv2_text.text.foreign`), with an empty target, so the model learns that an unknown prompt
+is answered with nothing. It takes the place of the sample's absent concept; a sample whose patch shows
+every concept it is prompted with gets it as an extra prompt instead, and the batch's other samples repeat
+one of their present concepts to match. So a foreign prompt never displaces a present structure (a present
+structure is what the model must learn to segment; every MNI152 patch and toy patches with all three
+shapes have no absent concept), and never adds an empty target to a sample that already has one (an extra
+empty-target prompt in every sample made the toy's thin rod collapse to empty masks; docs/RESULTS.md).
+``foreign_replaces_present`` restores the earlier rule, which always replaced the last prompt.
 """
 from __future__ import annotations
 
@@ -113,14 +115,10 @@ class PromptSampler:
                                  f"{self.num_prompts} prompts per sample")
             if not chosen and not self.foreign_ids:
                 raise ValueError("a case's source annotates no concept of the vocabulary")
-            while len(chosen) < self.num_prompts:
-                if not chosen:
-                    chosen.append(foreign_concept_id(self.vocabulary))
-                    positive.append(False)
-                    continue
-                k = int(self.rng.integers(n_pos)) if n_pos else int(self.rng.integers(len(chosen)))
-                chosen.append(chosen[k])
-                positive.append(positive[k])
+            if not chosen:
+                chosen.append(foreign_concept_id(self.vocabulary))
+                positive.append(False)
+            self._pad(chosen, positive, self.num_prompts)
         if self.foreign_probability and self.rng.random() < self.foreign_probability:
             if self.foreign_replaces_present:
                 chosen[-1], positive[-1] = foreign_concept_id(self.vocabulary), False
