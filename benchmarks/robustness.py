@@ -50,7 +50,8 @@ PROMPTS = json.loads((HERE / "robustness_prompts.json").read_text(encoding="utf-
 TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation)": "TextFusionTrainer_demoNoForeign",
             "with foreign prompts and the empty-target loss": "TextFusionTrainer_demoEmptyLoss",
             "foreign prompts by the earlier rule": "TextFusionTrainer_demoForeignReplaces",
-            "with foreign prompts, 1600 steps": "TextFusionTrainer_demo32epochs"}
+            "with foreign prompts, 1600 steps": "TextFusionTrainer_demo32epochs",
+            "without, 1600 steps": "TextFusionTrainer_demoNoForeign32epochs"}
 
 
 def prepare(dataset: str, work: Path, env: dict, log: Path, test_cases: int, spacing: float) -> tuple:
@@ -153,7 +154,7 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
              f"cases; {len(PROMPTS['foreign'])} held-out foreign prompts; held-out paraphrases from "
              f"`benchmarks/robustness_prompts.json`; a prompt is flagged unknown below similarity "
              f"{DEFAULT_MIN_SIMILARITY} or less than {DEFAULT_MIN_MARGIN} above its nearest foreign phrases. Trainers "
-             "have the demo's schedule (800 steps; `_demo32epochs` 1600) and differ only in "
+             "have the demo's schedule (800 steps; `_demo32epochs` and `_demoNoForeign32epochs` 1600) and differ only in "
              "`foreign_prompt_probability` (0.5 / 0), in "
              "`empty_target_tolerance` (None / 0.01, training/loss.py) or in `foreign_replaces_present` (False / "
              "True: the earlier rule, where a foreign prompt could replace a present concept; training/prompts.py). "

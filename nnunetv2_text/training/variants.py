@@ -104,6 +104,12 @@ class TextFusionTrainer_demo32epochs(TextFusionTrainer_demo):
     epochs = 32
 
 
+class TextFusionTrainer_demoNoForeign32epochs(TextFusionTrainer_demo32epochs):
+    """The 1600-step schedule without foreign prompts: the same-length ablation for _demo32epochs."""
+
+    foreign_prompt_probability = 0.0
+
+
 class TextFusionTrainer_demoForeignReplaces(TextFusionTrainer_demo):
     """The demo's schedule with the earlier foreign-prompt rule: it may replace a present concept."""
 
