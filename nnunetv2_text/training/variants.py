@@ -110,6 +110,13 @@ class TextFusionTrainer_demoNoForeign32epochs(TextFusionTrainer_demo32epochs):
     foreign_prompt_probability = 0.0
 
 
+class TextFusionTrainer_demoForeign020_32epochs(TextFusionTrainer_demo32epochs):
+    """The 1600-step schedule with foreign prompts in 20 % of samples instead of 50 %: is the main-term
+    cost of foreign-prompt training on MNI152 smaller with fewer of them?"""
+
+    foreign_prompt_probability = 0.2
+
+
 class TextFusionTrainer_demoForeignReplaces(TextFusionTrainer_demo):
     """The demo's schedule with the earlier foreign-prompt rule: it may replace a present concept."""
 
