@@ -51,7 +51,8 @@ TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation
             "with foreign prompts and the empty-target loss": "TextFusionTrainer_demoEmptyLoss",
             "foreign prompts by the earlier rule": "TextFusionTrainer_demoForeignReplaces",
             "with foreign prompts, 1600 steps": "TextFusionTrainer_demo32epochs",
-            "without, 1600 steps": "TextFusionTrainer_demoNoForeign32epochs"}
+            "without, 1600 steps": "TextFusionTrainer_demoNoForeign32epochs",
+            "foreign prompts in 20 % of samples, 1600 steps": "TextFusionTrainer_demoForeign020_32epochs"}
 
 
 def prepare(dataset: str, work: Path, env: dict, log: Path, test_cases: int, spacing: float) -> tuple:
