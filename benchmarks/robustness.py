@@ -50,7 +50,7 @@ PROMPTS = json.loads((HERE / "robustness_prompts.json").read_text(encoding="utf-
 TRAINERS = {"with foreign prompts": "TextFusionTrainer_demo", "without (ablation)": "TextFusionTrainer_demoNoForeign",
             "with foreign prompts and the empty-target loss": "TextFusionTrainer_demoEmptyLoss",
             "foreign prompts by the earlier rule": "TextFusionTrainer_demoForeignReplaces",
-            "with foreign prompts, 1600 steps": "TextFusionTrainer_demo32epochs",
+            "foreign prompts in 20 % of samples (today's default), 1600 steps": "TextFusionTrainer_demo32epochs",
             "without, 1600 steps": "TextFusionTrainer_demoNoForeign32epochs",
             "foreign prompts in 50 % of samples (the earlier default), 1600 steps":
                 "TextFusionTrainer_demoForeign050_32epochs"}
