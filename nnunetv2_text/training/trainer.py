@@ -90,9 +90,8 @@ class TextFusionTrainer(nnUNetTrainer):
     main_term_probability: float = 0.25
     #: chance that a sample gets a foreign prompt: a text that names nothing the dataset labels, with an
     #: empty target. It replaces the sample's absent concept, or is added where the patch shows them all.
-    #: 0.2, not 0.5: on MNI152 at 1600 steps 0.5 delayed learning left from right (main terms 0.875
-    #: against 0.903 without) while 0.2 cost 0.006 and the network emptied more foreign prompts (95 % vs
-    #: 90 %), docs/RESULTS.md
+    #: 0.2, not 0.5: the more foreign prompts, the later a short schedule learns left from right, and at 0.2
+    #: the network still empties most foreign prompts itself (figures in docs/RESULTS.md)
     foreign_prompt_probability: float = 0.2
     #: the earlier rule (ablation): the foreign prompt replaces the last prompt even when that one is present
     foreign_replaces_present: bool = False
