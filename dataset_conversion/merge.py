@@ -31,8 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.run.cli import user_errors_to_exit
+from nnunetv2_text.errors import UserInputError, user_errors_to_exit
 from nnunetv2_text.text.dataset_text import find_source_vocabulary
 from nnunetv2_text.text.sources import SOURCES_FILE, CaseSources, annotated_concepts
 from nnunetv2_text.text.vocabulary import (Concept, Vocabulary, VocabularyError, load_vocabulary, normalize_term,

@@ -24,8 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.run.cli import user_errors_to_exit
+from nnunetv2_text.errors import UserInputError, user_errors_to_exit
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_folder, atomic_write_json
 from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_text.run.cli import user_errors_to_exit
+from nnunetv2_text.errors import user_errors_to_exit
 from nnunetv2_text.text.vocabulary import resolve_vocabulary_path
 from nnunetv2_text.utils.io import atomic_write_json, existing_datasets
 from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
