@@ -19,10 +19,12 @@ PathLike = Union[str, Path]
 MAX_BOXES = 16
 
 
-def _save(fig: Figure, out: PathLike) -> Path:
+def save_figure(fig: Figure, out: PathLike, dpi: int = 110, tight: bool = True) -> Path:
+    """Render ``fig`` on an Agg canvas and write it as a PNG atomically. ``tight`` crops to the drawn
+    content; without it every pixel stays where the figure's layout put it (overlay pictures rely on that)."""
     FigureCanvasAgg(fig)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     return Path(out)
 
 
@@ -55,7 +57,7 @@ def boxplots(groups: Mapping[str, Sequence[float]], out_stem: PathLike, title: s
         ax.grid(axis="y", alpha=0.3)
         stem = Path(out_stem)
         out = stem.with_name(stem.name + ("" if len(chunks) == 1 else f"_{i + 1}") + ".png")
-        paths.append(_save(fig, out))
+        paths.append(save_figure(fig, out))
     return paths
 
 
@@ -83,7 +85,7 @@ def cowtalk_heatmap(table: Sequence[Mapping], out: PathLike) -> Path:
         ax.set_title(title, fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.08)
     fig.suptitle("CoWTalk: erroneous input vs refined output, by error type", fontsize=10)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def per_group_values(rows: Sequence[Mapping], key: str, metric: str) -> Dict[str, List[float]]:

@@ -85,6 +85,21 @@ def orientation_code(direction: Sequence[float]) -> str:
     return sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines([float(x) for x in d])
 
 
+#: the orientation pictures are drawn from: array (z, y, x) = (inferior->superior, anterior->posterior,
+#: right->left), SimpleITK's identity direction
+DRAWING_ORIENTATION = "LPS"
+
+
+def in_patient_axes(image: sitk.Image) -> sitk.Image:
+    """The image with its voxel axes along the patient's (:data:`DRAWING_ORIENTATION`), whatever the storage.
+
+    A picture drawn from the stored array would put the patient's left wherever the file happens to keep
+    it; after this, an array column further right is further to the patient's left, one row further down
+    further posterior, one slice further on higher up. Only axes are permuted and flipped (voxels move, no
+    interpolation), as the canonical readers do."""
+    return sitk.DICOMOrient(image, DRAWING_ORIENTATION)
+
+
 def properties_orientation(properties: dict) -> Optional[str]:
     """The orientation an image was stored in, from nnU-Net's reader properties (None if unknown)."""
     sitk_stuff = properties.get("sitk_stuff") or {}
