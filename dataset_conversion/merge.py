@@ -77,7 +77,8 @@ def _read_source(dataset: str, raw_root: Path) -> Source:
         raise UserInputError(f"source {folder.name}: {ds_file} is missing")
     dataset_json = json.loads(ds_file.read_text(encoding="utf-8"))
     try:
-        vocab = load_vocabulary(find_source_vocabulary(folder, dataset_json), dataset_labels=dataset_json["labels"])
+        vocab = load_vocabulary(find_source_vocabulary(folder, dataset_json), dataset_labels=dataset_json["labels"],
+                                dropped_labels=dataset_json.get("dropped_regions", ()))
         validate_against_dataset(vocab, dataset_json["labels"])
     except VocabularyError as e:
         raise UserInputError(f"source {folder.name}: {e}") from None

@@ -75,7 +75,7 @@ def test_left_regions_on_the_subjects_left(dataset):
 
 def test_bilateral_union_is_left_plus_right(dataset):
     dj = json.loads((dataset / "dataset.json").read_text())
-    vocab = load_vocabulary(resolve_vocabulary_path("aal"), dj["labels"])
+    vocab = load_vocabulary(resolve_vocabulary_path("aal"), dj["labels"], dj["dropped_regions"])
     hip = vocab.lookup("hippocampus")
     assert hip is not None and set(hip.labels) == {dj["labels"]["Hippocampus_L"], dj["labels"]["Hippocampus_R"]}
     data = np.asarray(nib.load(str(_label_files(dataset)[0])).dataobj)
@@ -114,3 +114,16 @@ def test_other_atlases_convert(tmp_path, atlas, stem):
     _, _, names = load_atlas(atlas)
     assert ds.name == f"Dataset964_{stem}" and "vocabulary" not in dj  # no shipped vocabulary: the user's own
     assert set(dj["labels"]) - {"background"} | set(dj["dropped_regions"]) == set(names.values())
+
+
+def test_groups_keep_their_remaining_parts_when_a_region_is_dropped(dataset):
+    """At 4 mm Vermis_1_2 is dropped: 'vermis' and 'cerebellum' are still answered with the parts the
+    dataset has, while the dropped region's own concept is gone; without the dropped list they vanish."""
+    dj = json.loads((dataset / "dataset.json").read_text())
+    vocab = load_vocabulary(resolve_vocabulary_path("aal"), dj["labels"], dj["dropped_regions"])
+    vermis = {v for n, v in dj["labels"].items() if n.startswith("Vermis_")}
+    assert len(vermis) == 7 and set(vocab.lookup("vermis").labels) == vermis
+    assert vermis < set(vocab.lookup("cerebellum").labels)
+    assert vocab.lookup("vermis lobules I-II") is None and "vermis_1_2" not in {c.id for c in vocab.concepts}
+    strict = load_vocabulary(resolve_vocabulary_path("aal"), dj["labels"])
+    assert strict.lookup("vermis") is None and strict.lookup("cerebellum") is None

@@ -241,3 +241,15 @@ def test_unlabelled_structures_share_no_words_with_an_aal_term(vocab):
         clash = [o for o in own if inside(words, o) or inside(o, words)]
         assert not clash, (t, clash)
         assert prompt_side(t) is None, t
+
+
+def test_atlas_terms_stay_out_of_the_foreign_pool():
+    """Other datasets' pools are built from the smaller shipped vocabularies only: the atlas's region names
+    would outnumber them, and "left hippocampus" is grey matter that MNI152 labels."""
+    from nnunetv2_text.text.foreign import POOL_VOCABULARIES, foreign_prompt_pool, shipped_vocabulary_terms
+
+    pool_terms = {normalize_term(t) for t in shipped_vocabulary_terms()}
+    assert "aal" not in POOL_VOCABULARIES and "left hippocampus" not in pool_terms
+    assert "left kidney" in pool_terms and "left grey matter" in pool_terms
+    mni = load_vocabulary(resolve_vocabulary_path("mni152"))
+    assert not {normalize_term(t) for t in foreign_prompt_pool(mni)} & {"hippocampus", "right putamen"}

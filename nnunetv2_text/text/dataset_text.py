@@ -126,7 +126,8 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
     # before anything is embedded: a dataset read in storage order has to be preprocessed again
     require_canonical_orientation(dataset_json, raw_dataset_folder.name)
     src = find_source_vocabulary(raw_dataset_folder, dataset_json, vocab)
-    vocabulary = load_vocabulary(src, dataset_labels=dataset_json["labels"])
+    vocabulary = load_vocabulary(src, dataset_labels=dataset_json["labels"],
+                                 dropped_labels=dataset_json.get("dropped_regions", ()))
     validate_against_dataset(vocabulary, dataset_json["labels"])
 
     folder = text_folder(preprocessed_dataset_base)

@@ -2,7 +2,8 @@
 
 Without them a text model answers every prompt with some structure it knows ("Hello World" returned the
 toy's rod, abdominal organs returned the whole brain). The pool is data shipped with the package: the
-generic phrases of ``vocab/foreign_prompts.json`` and every term of the shipped vocabularies. A pool term
+generic phrases of ``vocab/foreign_prompts.json`` and every term of the shipped vocabularies (the brain
+atlas's excepted, :data:`POOL_VOCABULARIES`). A pool term
 is left out for a dataset when its vocabulary resolves the term, or when one of the two contains the other
 word by word ("brain" vs "left brain", "pipe" vs "food pipe"): such a term may well name something the
 dataset's images show, and teaching "not here" for it would be wrong.
@@ -36,10 +37,17 @@ def generic_foreign_prompts() -> List[str]:
     return list(d["generic"]) + [f"{a} {o}" for a in d.get("adjectives", []) for o in d.get("objects", [])]
 
 
+#: the shipped vocabularies whose terms join the pool. Not the brain atlas: its 1,800 region names would
+#: outnumber every other source, and most name parts of what the MNI152 grey-matter labels cover, where
+#: "not here" would be a wrong lesson
+POOL_VOCABULARIES = ("mni152", "topcow", "totalsegmentator", "toy_shapes")
+
+
 def shipped_vocabulary_terms() -> List[str]:
-    """Every term of every shipped vocabulary (read as JSON: label names need no dataset here)."""
+    """Every term of the shipped vocabularies in :data:`POOL_VOCABULARIES` (read as JSON: label names need
+    no dataset here)."""
     out = []
-    for name in shipped_vocabularies():
+    for name in (n for n in shipped_vocabularies() if n in POOL_VOCABULARIES):
         for c in _shipped_json(f"{name}.json")["concepts"]:
             out += [c["main"], *c.get("synonyms", [])]
     return out

@@ -170,8 +170,15 @@ def _label_name_to_value(dataset_labels: Mapping[str, Union[int, Sequence[int]]]
 
 
 def parse_vocabulary(obj: dict, source: str = "<memory>",
-                     dataset_labels: Optional[Mapping[str, Union[int, Sequence[int]]]] = None) -> Vocabulary:
+                     dataset_labels: Optional[Mapping[str, Union[int, Sequence[int]]]] = None,
+                     dropped_labels: Iterable[str] = ()) -> Vocabulary:
     """Build a :class:`Vocabulary` from its JSON object, resolving label names with ``dataset_labels``.
+
+    ``dropped_labels``: label names the dataset left out on purpose (``dataset.json`` ``"dropped_regions"``,
+    e.g. an atlas region too small at the chosen spacing). A union keeps its other labels ("vermis"
+    without its smallest part is still the vermis the dataset has); a concept with no label left is skipped.
+    Any other missing name skips the whole concept, because a union of only some of its structures would
+    answer for more than the dataset labels.
 
     Raises :class:`VocabularyError` naming ``source`` and the concept at fault.
     """
@@ -180,6 +187,7 @@ def parse_vocabulary(obj: dict, source: str = "<memory>",
     if obj.get("format", FORMAT) != FORMAT:
         raise VocabularyError(f"{source}: format is '{obj.get('format')}', expected '{FORMAT}'")
     names = _label_name_to_value(dataset_labels) if dataset_labels is not None else {}
+    dropped = set(dropped_labels)
     concepts = []
     for i, c in enumerate(obj["concepts"]):
         where = f"{source}: concept #{i}" + (f" ('{c.get('id')}')" if isinstance(c, dict) and "id" in c else "")
@@ -206,7 +214,8 @@ def parse_vocabulary(obj: dict, source: str = "<memory>",
                 if dataset_labels is None:
                     raise VocabularyError(f"{where}: label name '{lab}' needs the dataset's labels to resolve")
                 if lab not in names:
-                    missing.append(lab)
+                    if lab not in dropped:
+                        missing.append(lab)
                     continue
                 values.append(names[lab])
             elif isinstance(lab, int) and not isinstance(lab, bool):
@@ -218,6 +227,9 @@ def parse_vocabulary(obj: dict, source: str = "<memory>",
             # simply does not get the concepts it lacks (validate_against_dataset still demands that
             # every label of the dataset is named, so a typo cannot go unnoticed)
             logger.info("%s: skipping concept '%s' (labels %s not in the dataset)", source, c["id"], missing)
+            continue
+        if not values:
+            logger.info("%s: skipping concept '%s' (its labels were dropped from the dataset)", source, c["id"])
             continue
         concepts.append(Concept(str(c["id"]), c["main"].strip(), tuple(s.strip() for s in syns),
                                 tuple(sorted(set(values)))))
@@ -272,7 +284,8 @@ def resolve_vocabulary_path(name_or_path: Union[str, Path], base_dir: Optional[P
 
 
 def load_vocabulary(path: Union[str, Path],
-                    dataset_labels: Optional[Mapping[str, Union[int, Sequence[int]]]] = None) -> Vocabulary:
+                    dataset_labels: Optional[Mapping[str, Union[int, Sequence[int]]]] = None,
+                    dropped_labels: Iterable[str] = ()) -> Vocabulary:
     path = Path(path)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
@@ -280,4 +293,4 @@ def load_vocabulary(path: Union[str, Path],
         raise VocabularyError(f"{path}: vocabulary file not found") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise VocabularyError(f"{path}: not valid UTF-8 JSON ({e})") from None
-    return parse_vocabulary(obj, source=str(path), dataset_labels=dataset_labels)
+    return parse_vocabulary(obj, source=str(path), dataset_labels=dataset_labels, dropped_labels=dropped_labels)
