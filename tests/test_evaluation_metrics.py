@@ -126,3 +126,17 @@ def test_robustness_stats_known_spread():
 def test_summarize_values_counts_infinite():
     s = summarize_values([1.0, 3.0, math.inf, math.nan])
     assert s == {"mean": 2.0, "std": 1.0, "n": 2, "n_infinite": 1}
+
+
+def test_false_positive_islands_counts_components_away_from_the_reference():
+    from nnunetv2_text.evaluation.metrics import false_positive_islands
+
+    ref = np.zeros((12, 12, 12), bool)
+    ref[2:5, 2:5, 2:5] = True
+    pred = np.zeros_like(ref)
+    assert false_positive_islands(pred, ref) == 0
+    pred[4:7, 4:7, 4:7] = True      # overlaps the reference: not an island
+    pred[9:11, 9:11, 9:11] = True   # stray blob
+    pred[0, 11, 0] = True           # single stray voxel
+    assert false_positive_islands(pred, ref) == 2
+    assert false_positive_islands(pred, np.zeros_like(ref)) == 3

@@ -1,0 +1,91 @@
+"""Trainers of the brain-atlas benchmark (benchmarks/atlas.py), found by nnU-Net through nnUNet_extTrainer.
+
+They live with the benchmark, not in the product: a user chooses among the product's variants, these only
+fix one benchmark's schedule. Each text variant changes one thing against ``TextFusionTrainer_atlasCPU``.
+"""
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_text.training.trainer import TextFusionTrainer
+from nnunetv2_text.training.variants import TextFusionTrainer_demo, TextFusionTrainer_lateFusion, TextFusionTrainer_light
+
+#: the CPU preset's schedule: 500 steps of batch 2 (the slowest model, today's decoder, in about 30-40 min
+#: on 2 cores at 4 mm)
+CPU_EPOCHS, CPU_ITERATIONS, CPU_VAL_ITERATIONS = 20, 25, 2
+
+
+class TextFusionTrainer_atlasCPU(TextFusionTrainer_demo):
+    """The text model on the CPU preset: the demo's slim prompt decoder and learning rate, 500 steps."""
+
+    epochs = CPU_EPOCHS
+    iterations_per_epoch = CPU_ITERATIONS
+    val_iterations_per_epoch = CPU_VAL_ITERATIONS
+
+
+class TextFusionTrainer_atlasCPU_lateFusion(TextFusionTrainer_atlasCPU, TextFusionTrainer_lateFusion):
+    """Fusion at the highest-resolution stage only, without deep supervision (VoxTell's ablation): the
+    product's ``_lateFusion`` on this schedule."""
+
+    network_overrides = {**TextFusionTrainer_atlasCPU.network_overrides,
+                         **TextFusionTrainer_lateFusion.network_overrides}
+
+
+class TextFusionTrainer_atlasCPU_light(TextFusionTrainer_atlasCPU):
+    """The light decoder (top stages shared by all prompts) on the CPU preset."""
+
+    network_overrides = {**TextFusionTrainer_atlasCPU.network_overrides, **TextFusionTrainer_light.network_overrides}
+
+
+class nnUNetTrainer_noLRMirror(nnUNetTrainer):
+    """Plain nnU-Net as a user would train it for lateral labels: every mirror axis but left-right, as the
+    text model (a left-right mirror would turn Hippocampus_L into a right one under the same label)."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self._left_right_axis = None
+
+    left_right_axis = TextFusionTrainer.left_right_axis
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        from nnunetv2_text.utils.laterality import mirror_axes_without
+
+        rot, dummy_2d, patch, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        mirror_axes = mirror_axes_without(mirror_axes, self.left_right_axis())
+        self.inference_allowed_mirroring_axes = mirror_axes
+        return rot, dummy_2d, patch, mirror_axes
+
+
+class nnUNetTrainer_noLRMirror_atlasCPU(nnUNetTrainer_noLRMirror):
+    """Plain nnU-Net on the CPU preset: the same number of steps and batches as the text models, nnU-Net's
+    own optimiser and learning rate."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = CPU_EPOCHS
+        self.num_iterations_per_epoch = CPU_ITERATIONS
+        self.num_val_iterations_per_epoch = CPU_VAL_ITERATIONS
+
+
+class TextFusionTrainer_atlasSmoke(TextFusionTrainer_atlasCPU):
+    """Two steps: the benchmark's smoke preset checks the pipeline, its figures mean nothing."""
+
+    epochs, iterations_per_epoch, val_iterations_per_epoch = 1, 2, 1
+
+
+class TextFusionTrainer_atlasSmoke_lateFusion(TextFusionTrainer_atlasSmoke, TextFusionTrainer_lateFusion):
+    network_overrides = TextFusionTrainer_atlasCPU_lateFusion.network_overrides
+
+
+class TextFusionTrainer_atlasSmoke_light(TextFusionTrainer_atlasSmoke):
+    """The smoke preset's 8 mm plans have two decoder stages: only the top one is shared."""
+
+    network_overrides = {**TextFusionTrainer_atlasCPU.network_overrides, "light_stages": 1}
+
+
+class nnUNetTrainer_noLRMirror_atlasSmoke(nnUNetTrainer_noLRMirror):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 2, 1
