@@ -2,7 +2,8 @@
 
 toy dataset -> ``nnUNetv2_plan_and_preprocess -pl nnUNetPlannerResEncM`` -> narrower copy of the plans
 (CPU speed) -> ``nnUNetv2_text_embed`` -> ``nnUNetv2_train -tr TextFusionTrainer_demo`` ->
-``nnUNetv2_text_predict --prompts`` -> per-prompt Dice against the held-out labels.
+``nnUNetv2_text_predict --prompts --save_overlays`` -> per-prompt Dice against the held-out labels (and a
+picture of every held-out case, :func:`overlay_folder`).
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 DEMO_DATASET_ID = 990
 DEMO_PLANS = "nnUNetResEncUNetDemoPlans"
+#: the demo's prediction folder, inside its work folder
+PREDICTIONS = "predictions"
 DEMO_PROMPTS = ["ball", "round blob", "box", "cube", "rod", "cylinder", "all shapes"]
 
 
@@ -122,6 +125,13 @@ def dice_table(pred_folder: Path, labels_folder: Path, vocab_name: str) -> List[
     return rows
 
 
+def overlay_folder(workdir: Path) -> Path:
+    """Where the demo's overlay pictures are (``overlays/<case>.png`` of its predictions)."""
+    from nnunetv2_text.evaluation.overlays import OVERLAYS
+
+    return Path(workdir).resolve() / PREDICTIONS / OVERLAYS
+
+
 def run_demo(workdir: Path, device: str = "cpu") -> List[Dict]:
     workdir = Path(workdir).resolve()
     env = nnunet_env(workdir)
@@ -142,8 +152,8 @@ def run_demo(workdir: Path, device: str = "cpu") -> List[Dict]:
          "-device", device], env, log, progress=TrainingProgress(TextFusionTrainer_demo.epochs))
     prompts = workdir / "prompts.txt"
     prompts.write_text("\n".join(DEMO_PROMPTS) + "\n", encoding="utf-8")
-    pred = workdir / "predictions"
+    pred = workdir / PREDICTIONS
     run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--prompts", str(prompts),
          "-d", did, "-c", "3d_fullres", "-f", "0", "-tr", "TextFusionTrainer_demo", "-p", DEMO_PLANS,
-         "-device", device, "-npp", "1", "-nps", "1"], env, log)
+         "-device", device, "-npp", "1", "-nps", "1", "--save_overlays"], env, log)
     return dice_table(pred, raw / "labelsTs", "toy_shapes")

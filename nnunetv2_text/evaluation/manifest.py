@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
@@ -64,6 +64,8 @@ class Manifest:
     file_ending: str
     model: dict
     cases: Dict[str, List[PredictionEntry]]
+    #: the manifest's own entries, case -> prompt -> {file, voxels, understood, flag, ...} (overlay legends)
+    records: Dict[str, Dict[str, dict]] = field(default_factory=dict)
 
     def prompts(self) -> List[str]:
         seen: Dict[str, None] = {}
@@ -110,7 +112,8 @@ def read_manifest(pred_folder: Union[str, Path]) -> Manifest:
                     f"{path}: case '{case}', prompt '{prompt}': mask file {f} does not exist")
             entries.append(PredictionEntry(prompt, f))
         cases[case] = entries
-    return Manifest(folder, str(obj.get("file_ending", ".nii.gz")), dict(obj.get("model") or {}), cases)
+    return Manifest(folder, str(obj.get("file_ending", ".nii.gz")), dict(obj.get("model") or {}), cases,
+                    {case: dict(cases_obj[case]) for case in cases})
 
 
 def resolve_prompts(prompts: List[str], vocab: Vocabulary,

@@ -16,6 +16,7 @@ import numpy as np
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.evaluation import plots
+from nnunetv2_text.evaluation.overlays import OVERLAYS, write_case_overlay
 from nnunetv2_text.evaluation.manifest import (CaseJob, EvaluationInputError, drop_unannotated, load_array,
                                                plan_cases, read_manifest, resolve_prompts)
 from nnunetv2_text.evaluation.metrics import METRIC_NAMES, laterality_pairs, mask_metrics, wrong_side_fraction
@@ -146,11 +147,13 @@ def summarize(rows: Sequence[Mapping], vocab: Vocabulary) -> dict:
 def evaluate_folder(pred_folder: PathLike, ref_folder: PathLike, vocab: Union[PathLike, Vocabulary],
                     out_folder: PathLike, nsd_tolerance: float = 1.0, paraphrases: Optional[PathLike] = None,
                     tubular: Optional[Sequence[str]] = None, num_processes: int = 1,
-                    sources: Optional[PathLike] = None) -> dict:
+                    sources: Optional[PathLike] = None, overlay_images: Optional[PathLike] = None) -> dict:
     """Evaluate every (case, prompt) mask of ``pred_folder`` against ``ref_folder``; return summary.json's content.
 
     ``sources``: a merged dataset's ``sources.json`` (default: the one beside ``ref_folder``, if any); pairs
-    whose concept the case's source does not annotate are skipped and counted."""
+    whose concept the case's source does not annotate are skipped and counted. ``overlay_images``: the
+    folder of the input images (``<case>_0000<ending>``); each evaluated case then gets
+    ``overlays/<case>.png`` with the reference outlined beside the prediction."""
     if not isinstance(vocab, Vocabulary):
         vocab = load_vocabulary(resolve_vocabulary_path(vocab))
     manifest = read_manifest(pred_folder)
@@ -170,6 +173,7 @@ def evaluate_folder(pred_folder: PathLike, ref_folder: PathLike, vocab: Union[Pa
         raise EvaluationInputError(str(e)) from None
     if skipped:
         logger.info("%d (case, prompt) pairs skipped: their concept is not annotated by the case's source", skipped)
+    images = overlay_image_files(jobs, overlay_images, manifest.file_ending) if overlay_images else {}
     logger.info("evaluating %d cases, %d prompts", len(jobs), sum(len(j.prompts) for j in jobs))
 
     rows = [r for case_rows in run_jobs(evaluate_case, jobs, num_processes) for r in case_rows]
@@ -199,10 +203,25 @@ def evaluate_folder(pred_folder: PathLike, ref_folder: PathLike, vocab: Union[Pa
         figures += plots.boxplots({r["concept"]: r["values"] for r in rob}, out / "robustness_boxplot",
                                   "Dice over paraphrases (all cases x wordings)")
     summary["figures"] = [p.name for p in figures]
+    for job in jobs:
+        if job.case in images:
+            write_case_overlay(out / OVERLAYS / f"{job.case}.png", images[job.case], manifest.folder,
+                               {p.prompt: manifest.records[job.case][p.prompt] for p in job.prompts}, job.ref_file,
+                               {p.prompt: p.labels for p in job.prompts}, title=job.case)
+    summary["overlays"] = OVERLAYS if images else None
     atomic_write_json(out / "summary.json", json_safe(summary))
     atomic_write_text(out / "report.md", render_report(summary))
     logger.info("wrote %s", out)
     return summary
+
+
+def overlay_image_files(jobs: Sequence[CaseJob], images_folder: PathLike, file_ending: str) -> dict:
+    """case -> its first channel's image, checked before any metric is computed."""
+    files = {j.case: Path(images_folder) / f"{j.case}_0000{file_ending}" for j in jobs}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise EvaluationInputError(f"--save_overlays: {len(missing)} image(s) not found, e.g. {missing[0]}")
+    return files
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -245,6 +264,9 @@ def render_report(summary: Mapping) -> str:
                          ["concept", "mirror", "non-empty", "mean wrong-side fraction", "confusion rate"],
                          [[c, r["counterpart"], r["n_nonempty"], r["mean_wrong_side_fraction"], r["confusion_rate"]]
                           for c, r in summary["left_right"].items()]))
+    if summary.get("overlays"):
+        parts.append(f"## Overlays\n\n`{summary['overlays']}/<case>.png`: each prompt's mask (its own colour) and "
+                     "its reference (white) outlined on three slices of the image, in the patient's orientation.\n")
     if summary.get("figures"):
         parts.append("## Figures\n\n" + "\n".join(f"![{f}]({f})" for f in summary["figures"]) + "\n")
     return "\n".join(parts)

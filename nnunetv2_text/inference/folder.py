@@ -6,8 +6,9 @@ Order of work, so that bad input never leaves output behind:
 2. take this job's share of the cases (``part_id::num_parts``, exactly as nnU-Net splits them);
 3. embed all prompts (refusing prompts longer than the encoder's limit) — only then write anything;
 4. predict: preprocessing in worker processes, encoder once per tile, masks exported by a spawned pool;
-5. a finished case gets a manifest fragment ``.manifest/<case>.json``, written after its masks, and
-   ``manifest.json`` is rebuilt from all fragments under a file lock (several array jobs share it).
+5. a finished case gets a manifest fragment ``.manifest/<case>.json``, written after its masks (and, with
+   ``--save_overlays``, its picture ``overlays/<case>.png``), and ``manifest.json`` is rebuilt from all
+   fragments under a file lock (several array jobs share it).
 
 Every file is written atomically, so a killed job leaves no half-written file; with
 ``--continue_prediction`` a rerun skips cases whose fragment exists and redoes the others.
@@ -29,6 +30,7 @@ from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 from tqdm import tqdm
 
 from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.evaluation.overlays import OVERLAYS, write_case_overlay
 from nnunetv2_text.inference.export import export_case
 from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
 from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, DEFAULT_WORDING,
@@ -154,14 +156,15 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
                    num_processes_export: int = 2, part_id: int = 0, num_parts: int = 1,
                    cache_file: Optional[Path] = None, encoder_device: str = "cpu", on_unknown: str = "warn",
                    min_similarity: Optional[float] = None, min_margin: Optional[float] = None,
-                   wording: str = DEFAULT_WORDING) -> dict:
+                   wording: str = DEFAULT_WORDING, save_overlays: bool = False) -> dict:
     """Predict this part's cases; see the module docstring for the order of work.
 
     ``on_unknown`` decides about unknown prompts: those whose nearest training term is less similar than
     ``min_similarity``, or beats the foreign phrases by less than ``min_margin``
     (:meth:`TextPredictor.understand`): ``warn`` writes the mask and flags it in the
     manifest, ``empty`` writes an empty mask and flags it, ``error`` refuses before anything is written.
-    ``wording`` decides what the network is given for a known prompt (:meth:`TextPredictor.reword`)."""
+    ``wording`` decides what the network is given for a known prompt (:meth:`TextPredictor.reword`).
+    ``save_overlays`` draws each case's picture (:mod:`nnunetv2_text.evaluation.overlays`)."""
     if on_unknown not in ON_UNKNOWN:  # before any work
         raise InputError(f"--on_unknown must be one of {', '.join(ON_UNKNOWN)}, got '{on_unknown}'")
     min_similarity = DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity
@@ -211,13 +214,13 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, sav
             _remove_leftovers(output_folder, c)
         _run(predictor, cases, todo, prompts_of, network_of, emb_all, row, output_folder, ending,
              save_probabilities, num_processes_preprocessing, num_processes_export, understood, blank, positions,
-             candidates)
+             candidates, save_overlays)
     return rebuild_manifest(output_folder, model_info, ending)
 
 
 def _run(predictor, cases, todo, prompts_of, network_of, emb_all, row, output_folder: Path, ending: str,
          save_probabilities: bool, npp: int, nps: int, understood: Dict[str, dict], blank: set,
-         positions: Dict[str, str], candidates: list) -> None:
+         positions: Dict[str, str], candidates: list, save_overlays: bool = False) -> None:
     iterator = preprocessing_iterator_fromfiles(
         [cases[c] for c in todo], None, [str(output_folder / c) for c in todo], predictor.plans_manager,
         predictor.dataset_json, predictor.configuration_manager, max(1, npp), predictor.device.type == "cuda", False)
@@ -232,13 +235,27 @@ def _run(predictor, cases, todo, prompts_of, network_of, emb_all, row, output_fo
             prompts, run_prompts = prompts_of[case], network_of[case]
             logits = predictor.predict_case_logits(data, emb_all[[row[p] for p in run_prompts]]).numpy()
             slugs = unique_slugs(prompts)
-            pending.append((case, pool.apply_async(export_case, (
+            pending.append((case, pool.apply_async(export_and_draw, ((
                 logits, item["data_properties"], predictor.plans_manager, predictor.configuration_manager,
                 str(output_folder), case, prompts, slugs, ending, save_probabilities,
                 {p: understood[p] for p in prompts if p in understood}, [p for p in prompts if p in blank],
-                run_prompts, {p: positions[p] for p in prompts if p in positions}, candidates))))
+                run_prompts, {p: positions[p] for p in prompts if p in positions}, candidates),
+                cases[case][0] if save_overlays else None))))
             _collect(pending, output_folder, max_pending=2)  # bounded, like nnU-Net's export queue
         _collect(pending, output_folder, max_pending=0)
+
+
+def export_and_draw(export_args: tuple, overlay_image: Optional[str]) -> dict:
+    """:func:`export_case` and, given the case's image (``--save_overlays``), its picture
+    ``overlays/<case>.png`` drawn from the masks just written. Both in the export worker, so drawing never
+    holds up the network; both before the case's fragment, so ``--continue_prediction`` redoes a case
+    whose picture is missing."""
+    entry = export_case(*export_args)
+    if overlay_image is not None:
+        output_folder, case = Path(export_args[4]), export_args[5]  # export_case's output_folder, case_id
+        write_case_overlay(output_folder / OVERLAYS / f"{case}.png", overlay_image, output_folder, entry,
+                           title=case)
+    return entry
 
 
 def _collect(pending: list, output_folder: Path, max_pending: int) -> None:

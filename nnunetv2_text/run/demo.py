@@ -2,7 +2,8 @@
 
 Builds a toy dataset (ball, box, rod: only the prompt says which), plans it with the real ResEncM
 planner, embeds its vocabulary with the bundled MiniLM, trains TextFusionTrainer_demo, predicts the
-held-out cases with a prompt file and prints the Dice of every (case, prompt).
+held-out cases with a prompt file and prints the Dice of every (case, prompt) and the folder of the
+pictures of its answers (one PNG per case: each prompt's mask outlined on the image).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from nnunetv2_text.demo.pipeline import run_demo
+    from nnunetv2_text.demo.pipeline import overlay_folder, run_demo
 
     rows = run_demo(Path(args.workdir), device=args.device)
     print(f"\n{'case':<10} {'prompt':<14} {'present':<8} {'voxels':>7} {'dice':>6}")
@@ -31,6 +32,7 @@ def main(argv=None) -> int:
     neg = [r for r in rows if not r["present"]]
     print(f"\nmean Dice of present structures: {sum(pos) / max(1, len(pos)):.3f}; "
           f"absent structures predicted empty: {sum(r['pred_voxels'] == 0 for r in neg)}/{len(neg)}")
+    print(f"pictures of the answers (each prompt outlined on its image): {overlay_folder(Path(args.workdir))}")
     print(json.dumps({"workdir": str(Path(args.workdir).resolve())}))
     return 0
 

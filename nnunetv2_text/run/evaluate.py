@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CoWTalk mode: -p holds refined label maps, this is the converted CoWTalk raw dataset")
     p.add_argument("--sources", help="a merged dataset's sources.json (default: the one beside -r, if any): "
                                      "(case, prompt) pairs its source does not annotate are skipped and counted")
+    p.add_argument("--save_overlays", metavar="IMAGES_FOLDER",
+                   help="draw overlays/<case>.png into -o: each prompt's mask and its reference outlined on the "
+                        "case's image (IMAGES_FOLDER/<case>_0000<ending>, the prediction's input)")
     p.add_argument("--num_processes", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -38,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.cowtalk and args.save_overlays:
+        raise EvaluationInputError("--save_overlays draws prompt masks; --cowtalk evaluates refined label maps")
     if args.cowtalk:
         evaluate_cowtalk(args.pred, args.ref, args.cowtalk, args.out, args.num_processes)
     else:
         if not args.vocab:
             raise EvaluationInputError("--vocab is required (unless --cowtalk is given)")
         evaluate_folder(args.pred, args.ref, args.vocab, args.out, args.nsd_tolerance, args.paraphrases,
-                        args.tubular, args.num_processes, args.sources)
+                        args.tubular, args.num_processes, args.sources, args.save_overlays)
     print(f"results written to {args.out}")
     return 0
 

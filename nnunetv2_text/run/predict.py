@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable_tta", action="store_true", help="no mirroring (left-right is never mirrored anyway)")
     p.add_argument("--verbose", action="store_true", help="log nnU-Net's per-case details")
     p.add_argument("--save_probabilities", action="store_true", help="also write <case>_<slug>.npz probabilities")
+    p.add_argument("--save_overlays", action="store_true",
+                   help="also draw overlays/<case>.png: three slices through each prompt's mask, outlined, with "
+                        "a legend of what each prompt was understood as (docs/PREDICTION.md#overlay-pictures)")
     p.add_argument("--continue_prediction", "--c", dest="continue_prediction", action="store_true",
                    help="skip cases already finished")
     p.add_argument("-npp", type=int, default=3, help="preprocessing processes")
@@ -108,6 +111,9 @@ def main(argv=None) -> int:
     from nnunetv2_text.inference.refine import read_instruction_file, refine_folder
     from nnunetv2_text.training import ensure_ext_trainer_env
 
+    if args.instructions and args.save_overlays:
+        raise UserInputError("--save_overlays draws prompt masks; a refinement model writes label maps (open them "
+                             "with their image in a viewer)")
     ensure_ext_trainer_env()
     spec = read_instruction_file(args.instructions) if args.instructions else read_prompt_file(args.prompts)
     if not 0 <= args.part_id < args.num_parts:  # before loading anything heavy
@@ -132,7 +138,7 @@ def main(argv=None) -> int:
         manifest = predict_folder(predictor, args.i, args.o, spec, args.save_probabilities,
                                   args.continue_prediction, args.npp, args.nps, args.part_id, args.num_parts,
                                   args.cache, args.text_device, args.on_unknown, args.min_similarity,
-                                  args.min_margin, args.wording)
+                                  args.min_margin, args.wording, args.save_overlays)
     print(json.dumps({"output": args.o, "cases": len(manifest["cases"])}))
     return 0
 
