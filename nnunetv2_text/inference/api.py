@@ -4,12 +4,14 @@
 ...                     folds=(0,), device="cpu")
 >>> masks = seg.predict("case_0000.nii.gz", ["ball", "round blob"])   # {prompt: uint8 mask (z, y, x)}
 
+A CoWTalk refinement model answers instructions instead (:meth:`TextSegmenter.refine`).
+
 Preprocessing follows the model's plans (the same preprocessor class nnU-Net uses), so CT stays CT.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ import torch
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import answer_prompts, logits_to_masks, presence_scores, prompt_record
 from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
-from nnunetv2_text.inference.predictor import TextPredictor
+from nnunetv2_text.inference.predictor import TextPredictor, check_model_folder
 from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, DEFAULT_WORDING
 from nnunetv2_text.utils.orientation import to_storage_layout
 
@@ -25,14 +27,34 @@ ImageLike = Union[str, Path, Sequence[Union[str, Path]], np.ndarray]
 
 
 class TextSegmenter:
+    """One loaded model answering prompts (or, for a refinement model, instructions) image by image.
+
+    ``progress(done, total)`` is called after every sliding-window tile (all folds counted): a program
+    that shows progress, such as the napari widget, gets it without reading nnU-Net's tqdm output."""
+
     def __init__(self, model_folder: Union[str, Path], folds: Optional[Sequence[Union[int, str]]] = None,
                  checkpoint: str = "checkpoint_final.pth", device: str = "cuda", use_mirroring: bool = True,
-                 step_size: float = 0.5, prompt_batch_size: int = 16):
+                 step_size: float = 0.5, prompt_batch_size: int = 16,
+                 progress: Optional[Callable[[int, int], None]] = None):
         dev = torch.device(device)
         self.predictor = TextPredictor(tile_step_size=step_size, use_mirroring=use_mirroring,
                                        perform_everything_on_device=dev.type == "cuda", device=dev,
                                        allow_tqdm=False, prompt_batch_size=prompt_batch_size)
         self.predictor.initialize_from_trained_model_folder(str(model_folder), folds, checkpoint)
+        self.predictor.tile_progress = progress
+
+    @staticmethod
+    def inspect_folder(model_folder: Union[str, Path]) -> Dict[str, object]:
+        """``{"refiner": bool, "channels": int}`` of a model folder, read from its dataset.json without loading
+        the model, so that a user interface can ask for the right inputs first; an error for a folder that
+        holds no trained model."""
+        dataset_json = check_model_folder(Path(model_folder))
+        return {"refiner": "cowtalk" in dataset_json, "channels": len(dataset_json.get("channel_names") or {0: 0})}
+
+    @property
+    def is_refiner(self) -> bool:
+        """A CoWTalk refinement model: it edits a given shape by instructions (:meth:`refine`), not prompts."""
+        return "cowtalk" in self.predictor.dataset_json
 
     def _load(self, image: ImageLike, spacing: Optional[Sequence[float]]):
         p = self.predictor
@@ -120,6 +142,29 @@ class TextSegmenter:
                 info[q] = {**(rec["understood"] or {}), **{k: rec[k] for k in ("presence", "flag", "voxels")},
                            **({"position": why} if why is not None else {})}
         return (result, info) if return_info else result
+
+    def refine(self, files: Sequence[Union[str, Path]], instructions: Union[str, Sequence[str]], rounds: int = 1,
+               edit_scope: str = "named") -> List[np.ndarray]:
+        """A refinement model's label maps, one per round, in the files' voxel layout and the dataset's label ids.
+
+        ``files``: the model's channels (the image, then the shape's binary channels, nnU-Net's naming);
+        ``instructions``: one instruction repeated ``rounds`` times, or a list, one round each, as
+        ``nnUNetv2_text_predict --instructions`` runs them (:class:`~.refine.Refiner`)."""
+        from nnunetv2_text.inference.refine import Refiner, instruction_steps
+
+        refiner = Refiner(self.predictor, edit_scope)
+        steps = instruction_steps({"*": instructions if isinstance(instructions, str) else list(instructions)},
+                                  "image", rounds)
+        if not steps:
+            raise UserInputError("give an instruction")
+        refiner.check_instructions("image", steps)
+        data, _ = self._load([str(f) for f in files], None)
+        if data.shape[0] != self.predictor.num_input_channels:
+            raise UserInputError(f"{len(files)} channel file(s), the model needs {self.predictor.num_input_channels} "
+                                 "(the image, then the shape's channels)")
+        refiner.check_shapes("image", [str(f) for f in files], data)
+        outs, props, _ = refiner.refine([str(f) for f in files], steps)
+        return [to_storage_layout(refiner.to_original_ids(seg), props) for seg, _ in outs]
 
 
 def predict(image: ImageLike, prompts: Sequence[str], model_folder: Union[str, Path], **kwargs

@@ -15,7 +15,7 @@ import itertools
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -41,6 +41,21 @@ logger = logging.getLogger(__name__)
 CACHE_IN_MODEL = Path("text") / "embeddings.safetensors"
 
 
+def check_model_folder(folder: Path) -> dict:
+    """The model folder's dataset.json, or an error saying that the folder is no trained model's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserInputError(f"{folder}: model folder not found")
+    missing = [f for f in ("dataset.json", "plans.json") if not (folder / f).is_file()]
+    if missing:
+        raise UserInputError(f"{folder}: not a trained nnU-Net model folder (no {' or '.join(missing)}); give the "
+                             "folder that holds fold_0, ..., named <trainer>__<plans>__<configuration>")
+    try:
+        return json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserInputError(f"{folder / 'dataset.json'}: not valid JSON ({e})") from None
+
+
 class _PromptHeads:
     """Stands in for nnU-Net's label manager inside the sliding window: one output channel per prompt."""
 
@@ -61,6 +76,10 @@ class TextPredictor(nnUNetPredictor):
         self._centred_terms: Optional[torch.Tensor] = None
         self._centred_foreign: Optional[torch.Tensor] = None
         self._foreign: List[str] = []
+        #: called as ``tile_progress(done, total)`` after each sliding-window tile of a case (all folds
+        #: counted), so that an interactive caller (the napari widget) can show how far a case has come
+        self.tile_progress: Optional[Callable[[int, int], None]] = None
+        self._tiles = [0, 0]  # done, total of the case being predicted
 
     # ------------------------------------------------------------------ loading
     def initialize_from_trained_model_folder(self, model_training_output_dir: str,
@@ -68,13 +87,13 @@ class TextPredictor(nnUNetPredictor):
                                              checkpoint_name: str = "checkpoint_final.pth"):
         """Load plans, dataset.json and the folds' checkpoints (``torch.load`` as nnU-Net does)."""
         folder = Path(model_training_output_dir)
+        dataset_json = check_model_folder(folder)
         if use_folds is None:
             use_folds = nnUNetPredictor.auto_detect_available_folds(str(folder), checkpoint_name)
         if isinstance(use_folds, (str, int)):
             use_folds = [use_folds]
         if not use_folds:
             raise UserInputError(f"{folder}: no fold_*/{checkpoint_name} found")
-        dataset_json = json.loads((folder / "dataset.json").read_text())
         plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
         params, first = [], None
         for f in use_folds:
@@ -318,9 +337,18 @@ class TextPredictor(nnUNetPredictor):
                 flipped = torch.flip(x, c)
                 prediction += torch.flip(self._decode_all(self.network.encode(flipped), flipped), c)
             prediction /= len(combos) + 1
+        if self.tile_progress is not None:
+            self._tiles[0] += 1
+            self.tile_progress(min(self._tiles[0], self._tiles[1]), self._tiles[1])
         return prediction
 
     def predict_case_logits(self, data: torch.Tensor, embeddings: np.ndarray) -> torch.Tensor:
         """Preprocessed data (C, *spatial) -> logits (N*K, *spatial) on the CPU."""
         self.set_prompts(embeddings)
+        self._tiles = [0, 0]
         return self.predict_logits_from_preprocessed_data(data)
+
+    def _internal_get_sliding_window_slicers(self, image_size):
+        slicers = super()._internal_get_sliding_window_slicers(image_size)
+        self._tiles[1] = len(slicers) * len(self.list_of_parameters)  # every fold runs the same tiles
+        return slicers
