@@ -13,6 +13,8 @@ setup(
     # the shipped vocabularies live in the top-level vocab/ folder and are installed as package data
     package_dir={"nnunetv2_text.vocab": "vocab"},
     package_data={"nnunetv2_text.vocab": ["*.json", "README.md"],
+                  # napari finds the plugin's manifest through the napari.manifest entry point below
+                  "nnunetv2_text.napari": ["napari.yaml"],
                   # not a package on purpose: nnU-Net imports this folder's modules by file name
                   "nnunetv2_text.training": ["ext_trainers/*.py"]},
     install_requires=[
@@ -36,7 +38,9 @@ setup(
         "tqdm",
     ],
     # voxtell (test only): the equivalence tests compare against VoxTell's own model and predictor
-    extras_require={"test": ["pytest>=7", "voxtell==0.1.2", "positional-encodings>=6.0.1"]},
+    # napari: the "Segment by text" widget (nnunetv2_text/napari/); PyQt6, since napari deprecates PyQt5
+    extras_require={"test": ["pytest>=7", "voxtell==0.1.2", "positional-encodings>=6.0.1"],
+                    "napari": ["napari[pyqt6]>=0.9,<0.10"]},
     entry_points={
         "console_scripts": [
             "nnUNetv2_text_env=nnunetv2_text.run.env:main",
@@ -49,6 +53,7 @@ setup(
             "nnUNetv2_text_convert_atlas=dataset_conversion.atlas:main",
             "nnUNetv2_text_merge=dataset_conversion.merge:main",
             "nnUNetv2_text_import_voxtell=nnunetv2_text.run.import_voxtell:main",
-        ]
+        ],
+        "napari.manifest": ["nnunetv2_text = nnunetv2_text.napari:napari.yaml"],
     },
 )
