@@ -36,13 +36,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunetv2_text.demo.pipeline import command, nnunet_env, run
+from nnunetv2_text.demo.pipeline import command, run
 from nnunetv2_text.evaluation.metrics import dice, false_positive_islands
 from nnunetv2_text.inference.export import UNKNOWN_FLAGS
 from nnunetv2_text.text.vocabulary import Vocabulary, load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, plan_resenc_m, write_section  # noqa: E402
+from common import benchmark_env, device_name, plan_resenc_m, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATASET_ID = 997
@@ -65,13 +65,6 @@ PRESETS = {
             "trainers": {"text": "TextFusionTrainer", "plain": "nnUNetTrainer_noLRMirror",
                          "late": "TextFusionTrainer_lateFusion", "light": "TextFusionTrainer_light"}},
 }
-
-
-def benchmark_env(work: Path) -> dict:
-    """nnU-Net's environment for ``work``, with this benchmark's trainers on nnUNet_extTrainer."""
-    env = nnunet_env(work)
-    env["nnUNet_extTrainer"] = os.pathsep.join([env["nnUNet_extTrainer"], str(HERE / "ext_trainers")])
-    return env
 
 
 def prepare(preset: str, work: Path, env: dict, log: Path) -> tuple:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -11,6 +12,18 @@ from typing import Optional, Sequence
 import torch
 
 REQ = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+#: the benchmarks' own trainers (ablations and schedules users do not choose), kept out of the product
+EXT_TRAINERS = Path(__file__).resolve().parent / "ext_trainers"
+
+
+def benchmark_env(work: Path) -> dict:
+    """nnU-Net's environment for a benchmark working in ``work``: the product's trainers and the
+    benchmarks' own on nnUNet_extTrainer."""
+    from nnunetv2_text.demo.pipeline import nnunet_env
+
+    env = nnunet_env(work)
+    env["nnUNet_extTrainer"] = os.pathsep.join([env["nnUNet_extTrainer"], str(EXT_TRAINERS)])
+    return env
 
 
 def resenc_m_arch(patch: Sequence[int]) -> dict:

@@ -26,12 +26,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunetv2_text.demo.pipeline import DEMO_PLANS, command, derive_plans, nnunet_env, run
+from nnunetv2_text.demo.pipeline import DEMO_PLANS, command, derive_plans, run
 from nnunetv2_text.demo.toy import LABELS, write_partial_toy_source, write_toy_dataset
 from nnunetv2_text.evaluation.metrics import dice
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, write_section  # noqa: E402
+from common import benchmark_env, device_name, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TRAINERS = {"partial labels": "TextFusionTrainer_demo", "naive (unlabelled = absent)": "TextFusionTrainer_demoNoPartialLabels",
@@ -96,7 +96,7 @@ def scale(work: Path, total: int, num_processes: int) -> list:
 
 def ablation(work: Path, device: str, test_cases: int, repeats: int = 1, trainers=tuple(TRAINERS.values())[:2]
              ) -> dict:
-    env = nnunet_env(work / "ablation")
+    env = benchmark_env(work / "ablation")
     log = work / "ablation.log"
     raw = Path(env["nnUNet_raw"])
     write_partial_toy_source(raw, 881, "ToyBallBox", ["ball", "box"], num_cases=24, seed=11)

@@ -33,13 +33,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunetv2_text.demo.pipeline import command, nnunet_env, run
+from nnunetv2_text.demo.pipeline import command, run
 from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.positions import CRITERIA, choose
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, toy_or_mni_parser, write_section  # noqa: E402
+from common import benchmark_env, device_name, toy_or_mni_parser, write_section  # noqa: E402
 from robustness import prepare  # noqa: E402
 
 TRAINER = "TextFusionTrainer_demo"
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    env = nnunet_env(work)
+    env = benchmark_env(work)
     log = work / "orientation.log"
     did = 995 if args.dataset == "toy" else 996  # robustness.py's datasets
     existing = sorted(Path(env["nnUNet_raw"]).glob(f"Dataset{did}_*"))

@@ -34,7 +34,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from nnunetv2_text.demo.pipeline import DEMO_PLANS, command, derive_plans, nnunet_env, run
+from nnunetv2_text.demo.pipeline import DEMO_PLANS, command, derive_plans, run
 from nnunetv2_text.demo.toy import TRAIN_CASES, write_toy_dataset
 from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.export import UNKNOWN_FLAGS  # not "not_found": a known prompt's empty answer
@@ -42,7 +42,7 @@ from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, plan_resenc_m, toy_or_mni_parser, write_section  # noqa: E402
+from common import benchmark_env, device_name, plan_resenc_m, toy_or_mni_parser, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MARGIN_SWEEP = (-0.1, 0.0, 0.02, 0.04, 0.06, 0.08, 0.1)
@@ -81,7 +81,7 @@ def prepare_run(args, log_name: str) -> tuple:
     dataset id, plans name, vocabulary name)."""
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    env = nnunet_env(work)
+    env = benchmark_env(work)
     log = work / log_name
     return (work, env, log) + prepare(args.dataset, work, env, log, args.test, args.spacing)
 

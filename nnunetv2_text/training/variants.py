@@ -80,69 +80,7 @@ class TextFusionTrainer_light(TextFusionTrainer):
     network_overrides = {"light_stages": 2}
 
 
-class TextFusionTrainer_demoLight(TextFusionTrainer_demo):
-    """The demo's schedule with the light decoder (benchmarks/light_decoder.py compares the two)."""
-
-    network_overrides = {**TextFusionTrainer_demo.network_overrides, "light_stages": 2}
-
-
-class TextFusionTrainer_demoLight1(TextFusionTrainer_demo):
-    """The demo's schedule with only the top decoder stage shared (a point on the cost-Dice curve)."""
-
-    network_overrides = {**TextFusionTrainer_demo.network_overrides, "light_stages": 1}
-
-
-class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
-    """The demo's schedule without foreign prompts (benchmarks/robustness.py compares the two)."""
-
-    foreign_prompt_probability = 0.0
-
-
-class TextFusionTrainer_demo32epochs(TextFusionTrainer_demo):
-    """The demo's schedule run twice as long (1600 steps): does an 800-step result hold with more steps?"""
-
-    epochs = 32
-
-
-class TextFusionTrainer_demoNoForeign32epochs(TextFusionTrainer_demo32epochs):
-    """The 1600-step schedule without foreign prompts: the same-length ablation for _demo32epochs."""
-
-    foreign_prompt_probability = 0.0
-
-
-class TextFusionTrainer_demoForeign050_32epochs(TextFusionTrainer_demo32epochs):
-    """The 1600-step schedule with foreign prompts in half the samples, the earlier default (the
-    comparison behind today's 0.2 in docs/RESULTS.md)."""
-
-    foreign_prompt_probability = 0.5
-
-
-class TextFusionTrainer_demoForeignReplaces(TextFusionTrainer_demo):
-    """The demo's schedule with the earlier foreign-prompt rule: it may replace a present concept."""
-
-    foreign_replaces_present = True
-
-
-class TextFusionTrainer_demoNoPartialLabels(TextFusionTrainer_demo):
-    """The demo's schedule treating unlabelled structures of a merged dataset as absent (the naive
-    ablation that benchmarks/merge.py compares with partial-label sampling)."""
-
-    use_partial_labels = False
-
-
 class TextFusionTrainer_emptyLoss(TextFusionTrainer):
     """Empty-target prompts also scored by their predicted volume (:mod:`.loss`; issue #10)."""
 
     empty_target_tolerance = 0.01
-
-
-class TextFusionTrainer_demoEmptyLoss(TextFusionTrainer_demo):
-    """The demo's schedule with the empty-target loss term (benchmarks/robustness.py --trainers)."""
-
-    empty_target_tolerance = TextFusionTrainer_emptyLoss.empty_target_tolerance
-
-
-class TextFusionTrainer_demoEmptyLossNoPartialLabels(TextFusionTrainer_demoEmptyLoss):
-    """The naive merge ablation under the empty-target loss (benchmarks/merge.py --trainers)."""
-
-    use_partial_labels = False
