@@ -142,7 +142,7 @@ def test_training_case_without_foreground_is_named(toy_dataset, tmp_path):
     import pytest
     from batchgenerators.utilities.file_and_folder_operations import load_pickle, save_pickle
 
-    from nnunetv2_text.training.trainer import check_cases_have_foreground
+    from nnunetv2_text.training.base import check_cases_have_foreground
 
     src = toy_dataset["preprocessed"] / "nnUNetPlans_3d_fullres"
     props = load_pickle(str(src / "toy_000.pkl"))

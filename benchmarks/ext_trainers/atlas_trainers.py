@@ -6,7 +6,7 @@ fix one benchmark's schedule. Each text variant changes one thing against ``Text
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_text.training.trainer import TextFusionTrainer
+from nnunetv2_text.training.base import TextTrainerBase
 from nnunetv2_text.training.variants import TextFusionTrainer_demo, TextFusionTrainer_lateFusion, TextFusionTrainer_light
 
 #: the CPU preset's schedule: 500 steps of batch 2 (the slowest model, today's decoder, in about 30-40 min
@@ -45,7 +45,7 @@ class nnUNetTrainer_noLRMirror(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._left_right_axis = None
 
-    left_right_axis = TextFusionTrainer.left_right_axis
+    left_right_axis = TextTrainerBase.left_right_axis
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         from nnunetv2_text.utils.laterality import mirror_axes_without

@@ -29,16 +29,16 @@ from nnunetv2_text.text.dataset_text import load_dataset_text, text_folder
 from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id,
                                              join_instructions, original_to_contiguous)
 from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
-from nnunetv2_text.training.trainer import TextFusionTrainer
+from nnunetv2_text.training.base import TextTrainerBase
 
 
-class CoWTalkRefineTrainer(TextFusionTrainer):
+class CoWTalkRefineTrainer(TextTrainerBase):
+    """One instruction per sample (no negatives, no foreign prompts); nnU-Net's own multi-class Dice + CE
+    and its per-class validation step, with the instruction bound to the network (the base's)."""
+
     p_drop_error: float = 0.2
     p_leave_uncorrected: float = 0.1
     p_long_instruction: float = 0.5
-    num_positive_prompts = 1
-    num_negative_prompts = 0
-    foreign_prompt_probability = 0.0  # one instruction per sample, no negatives
     #: logit of the input shape in the output (0: re-predict the label map from scratch, the old design)
     shape_prior_logit: float = 4.0
 
@@ -63,9 +63,6 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
             prior = {"shape_prior_channels": tuple(self.shape_channel_of.get(c, -1) for c in range(1, k)),
                      "shape_prior_logit": float(self.shape_prior_logit)}
         return {**self.network_overrides, "outputs_per_prompt": k, **prior}
-
-    def _build_loss(self):
-        return nnUNetTrainer._build_loss(self)  # nnU-Net's multi-class Dice + CE with deep supervision
 
     def get_training_transforms(self, *args, **kwargs):
         """nnU-Net's pipeline with every intensity transform restricted to the image channel."""
@@ -105,15 +102,6 @@ class CoWTalkRefineTrainer(TextFusionTrainer):
             rows.append(index[text])
         text = self.term_embeddings[torch.tensor(rows, device=self.device)][:, None]  # (B, 1, dim)
         return data, text, target, None
-
-    def validation_step(self, batch: dict) -> dict:
-        data, target = self._to_device(batch)
-        data, text, target, _ = self.prompt_batch(batch, data, target, training=False)
-        with self.text_network().bind_text(text):  # nnU-Net's own multi-class validation step, unchanged
-            return nnUNetTrainer.validation_step(self, {**batch, "data": data, "target": target})
-
-    def _log_validation_order(self) -> None:
-        pass  # pseudo Dice is nnU-Net's per-class one here
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """Refine each validation case with its (short) instruction and report per-class Dice."""
