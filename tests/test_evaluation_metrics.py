@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_text.evaluation.metrics import (betti0_error, cldice, dice, laterality_pairs, mask_metrics,
-                                              n_components, robust_skeleton, side_of, surface_metrics,
+                                              n_components, robust_skeleton, surface_metrics,
                                               volume_ml, wrong_side_fraction)
 from nnunetv2_text.evaluation.robustness import robustness_stats, summarize_values
 
@@ -105,7 +105,9 @@ def test_laterality():
     assert wrong_side_fraction(right, right) == 1.0
     assert wrong_side_fraction(left, right) == 0.0
     assert math.isnan(wrong_side_fraction(np.zeros_like(left), right))
-    assert side_of("Left kidney") == "left" and side_of("left and right") is None
+    from nnunetv2_text.text.sides import prompt_side
+
+    assert prompt_side("Left kidney") == "left" and prompt_side("left and right") == "both"
     pairs = laterality_pairs({"lk": "left kidney", "rk": "Right  kidney", "liver": "liver", "la": "left arm"})
     assert pairs == {"lk": "rk", "rk": "lk"}
 

@@ -10,13 +10,15 @@ import logging
 import math
 import re
 import warnings
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import cc3d
 import numpy as np
 import surface_distance
 from scipy import ndimage
 from skimage.morphology import skeletonize
+
+from nnunetv2_text.text.sides import prompt_side
 
 logger = logging.getLogger(__name__)
 
@@ -177,23 +179,20 @@ def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing: SpacingZYX, toleran
 _SIDE = re.compile(r"\b(left|right)\b")
 
 
-def side_of(term: str) -> Optional[str]:
-    """'left' or 'right' when the term names exactly one side, else None."""
-    sides = set(_SIDE.findall(term.lower()))
-    return sides.pop() if len(sides) == 1 else None
-
-
 def laterality_pairs(mains: Dict[str, str]) -> Dict[str, str]:
     """Map concept id -> id of its mirror concept, pairing main terms that differ only by left/right.
 
-    ``mains`` maps concept id -> main term. Concepts without a mirror are absent from the result.
+    ``mains`` maps concept id -> main term (plain English, as vocabularies require). Which side a term
+    names is read by the predictor's own rule (:func:`nnunetv2_text.text.sides.prompt_side`), so the
+    evaluation never disagrees with what a prompt was understood as. Concepts without a mirror are absent
+    from the result.
     """
     by_main = {" ".join(m.lower().split()): cid for cid, m in mains.items()}
     out: Dict[str, str] = {}
     for cid, main in mains.items():
         key = " ".join(main.lower().split())
-        side = side_of(key)
-        if side is None:
+        side = prompt_side(key)
+        if side not in ("left", "right"):
             continue
         other = "right" if side == "left" else "left"
         mirror = _SIDE.sub(lambda m: other if m.group(1) == side else m.group(1), key)
