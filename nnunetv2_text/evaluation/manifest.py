@@ -15,8 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.utils.image_header import Geometry
-from nnunetv2_text.utils.image_header import read_geometry as read_header
+from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.text.sources import CaseSources
 from nnunetv2_text.text.vocabulary import Concept, Vocabulary, normalize_term
 
@@ -28,13 +27,6 @@ MANIFEST_FORMAT = "nnunetv2_text.manifest"
 
 class EvaluationInputError(UserInputError):
     """Bad evaluation input; the message names the file and the case."""
-
-
-def read_geometry(path: Union[str, Path]) -> Geometry:
-    try:
-        return read_header(path)
-    except UserInputError as e:
-        raise EvaluationInputError(str(e)) from None
 
 
 def check_same_geometry(path_a: Path, path_b: Path, case: str) -> Geometry:
