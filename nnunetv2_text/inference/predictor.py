@@ -63,6 +63,20 @@ class _PromptHeads:
         self.num_segmentation_heads = n
 
 
+def _network_from_checkpoint(managers: tuple, text_entry: dict, weights: dict) -> torch.nn.Module:
+    """The text network of a checkpoint, rebuilt by the one builder from its ``text`` entry."""
+    plans_manager, configuration_manager, dataset_json = managers
+    n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    # a trainer whose encoder is not the plans' (VoxTell fine-tuning) records its own
+    network = build_text_network(text_entry.get("arch_kwargs", configuration_manager.network_arch_init_kwargs),
+                                 text_entry.get("arch_requires_import",
+                                                configuration_manager.network_arch_init_kwargs_req_import),
+                                 n_in, TextNetworkConfig.from_dict(text_entry["network_config"]),
+                                 deep_supervision=False, initialize=False)
+    network.load_state_dict(weights)
+    return network
+
+
 class TextPredictor(nnUNetPredictor):
     def __init__(self, tile_step_size: float = 0.5, use_gaussian: bool = True, use_mirroring: bool = True,
                  perform_everything_on_device: bool = True, device: torch.device = torch.device("cuda"),
@@ -112,28 +126,20 @@ class TextPredictor(nnUNetPredictor):
         configuration_manager = TextConfigurationManager(
             plans_manager.get_configuration(first["init_args"]["configuration"]).configuration)
         self.model_folder = folder
-        self._setup(plans_manager, configuration_manager, dataset_json, first["text"], params,
-                    first["trainer_name"], first.get("inference_allowed_mirroring_axes"))
+        managers = (plans_manager, configuration_manager, dataset_json)
+        network = _network_from_checkpoint(managers, first["text"], params[0])
+        self._setup(managers, first["text"], first["trainer_name"], first.get("inference_allowed_mirroring_axes"),
+                    network, params)
 
-    def initialize_from_trainer(self, trainer) -> None:
-        """Used by the trainer's final validation: its live network and text entry."""
-        net = unwrap_network(trainer.network)
-        self._setup(trainer.plans_manager, trainer.configuration_manager, trainer.dataset_json,
-                    trainer.text_checkpoint_entry(), None, trainer.__class__.__name__,
-                    trainer.inference_allowed_mirroring_axes, network=net)
+    def initialize_from_network(self, network: torch.nn.Module, managers: tuple, text_entry: dict,
+                                trainer_name: str, mirror_axes: Optional[Sequence[int]]) -> None:
+        """A live network, as a trainer's final validation has it (``managers``: its plans manager,
+        configuration manager and dataset.json; ``text_entry``: what its checkpoint would store)."""
+        self._setup(managers, text_entry, trainer_name, mirror_axes, unwrap_network(network))
 
-    def _setup(self, plans_manager, configuration_manager, dataset_json, text_entry, params, trainer_name,
-               mirror_axes, network=None) -> None:
-        if network is None:
-            n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
-            # a trainer whose encoder is not the plans' (VoxTell fine-tuning) records its own
-            network = build_text_network(text_entry.get("arch_kwargs", configuration_manager.network_arch_init_kwargs),
-                                         text_entry.get("arch_requires_import",
-                                                        configuration_manager.network_arch_init_kwargs_req_import),
-                                         n_in,
-                                         TextNetworkConfig.from_dict(text_entry["network_config"]),
-                                         deep_supervision=False, initialize=False)
-            network.load_state_dict(params[0])
+    def _setup(self, managers: tuple, text_entry: dict, trainer_name: str, mirror_axes, network,
+               params: Optional[list] = None) -> None:
+        plans_manager, configuration_manager, dataset_json = managers
         self.plans_manager, self.configuration_manager = plans_manager, configuration_manager
         self.dataset_json, self.trainer_name = dataset_json, trainer_name
         self.list_of_parameters = params if params is not None else [network.state_dict()]

@@ -14,7 +14,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Union
 
 from nnunetv2_text.errors import UserInputError
 
@@ -139,3 +139,40 @@ def unique_slugs(prompts: List[str], taken: Optional[Iterable[str]] = None) -> D
         used.add(slug)
         out[p] = slug
     return out
+
+
+# ----------------------------------------------------------------------------- instruction files (CoWTalk)
+def read_instruction_file(path) -> Dict[str, Union[str, List[str]]]:
+    """JSON ``{"cases": {"<case>": "text" | ["chunk 1", "chunk 2"]}, "default": ...}`` or plain text for all."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise PromptFileError(f"{path}: instruction file not found") from None
+    except UnicodeDecodeError as e:
+        raise PromptFileError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if path.suffix == ".json" or raw.lstrip().startswith("{"):
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise PromptFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        out = dict(obj.get("cases", {}))
+        if "default" in obj:
+            out["*"] = obj["default"]
+    else:
+        out = {"*": raw.strip()}
+        if not out["*"]:
+            raise PromptFileError(f"{path}: empty instruction file")
+    for case, v in out.items():
+        chunks = [v] if isinstance(v, str) else v
+        # an explicit "" in JSON is a round without an instruction: the shape is kept as it is
+        if not isinstance(chunks, list) or not chunks or any(not isinstance(c, str) for c in chunks):
+            raise PromptFileError(f"{path}: case '{case}': give an instruction text or a list of them")
+    return out
+
+
+def instruction_steps(spec: Dict[str, Union[str, List[str]]], case: str, iterations: int) -> List[str]:
+    v = spec.get(case, spec.get("*"))
+    if v is None:
+        raise PromptFileError(f"no instruction for case '{case}'")
+    return [v] * iterations if isinstance(v, str) else list(v)

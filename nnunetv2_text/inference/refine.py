@@ -20,9 +20,8 @@ control).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import cc3d
 import numpy as np
@@ -30,46 +29,10 @@ import torch
 from scipy import ndimage
 
 from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.inference.prompt_file import PromptFileError
+from nnunetv2_text.inference.prompt_file import instruction_steps
 from nnunetv2_text.text.instructions import (contiguous_id, contiguous_to_original, is_no_change,
                                              original_to_contiguous)
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
-
-
-def read_instruction_file(path) -> Dict[str, Union[str, List[str]]]:
-    """JSON ``{"cases": {"<case>": "text" | ["chunk 1", "chunk 2"]}, "default": ...}`` or plain text for all."""
-    path = Path(path)
-    try:
-        raw = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise PromptFileError(f"{path}: instruction file not found") from None
-    except UnicodeDecodeError as e:
-        raise PromptFileError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    if path.suffix == ".json" or raw.lstrip().startswith("{"):
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise PromptFileError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-        out = dict(obj.get("cases", {}))
-        if "default" in obj:
-            out["*"] = obj["default"]
-    else:
-        out = {"*": raw.strip()}
-        if not out["*"]:
-            raise PromptFileError(f"{path}: empty instruction file")
-    for case, v in out.items():
-        chunks = [v] if isinstance(v, str) else v
-        # an explicit "" in JSON is a round without an instruction: the shape is kept as it is
-        if not isinstance(chunks, list) or not chunks or any(not isinstance(c, str) for c in chunks):
-            raise PromptFileError(f"{path}: case '{case}': give an instruction text or a list of them")
-    return out
-
-
-def instruction_steps(spec: Dict[str, Union[str, List[str]]], case: str, iterations: int) -> List[str]:
-    v = spec.get(case, spec.get("*"))
-    if v is None:
-        raise PromptFileError(f"no instruction for case '{case}'")
-    return [v] * iterations if isinstance(v, str) else list(v)
 
 
 EDIT_SCOPES = ("named", "all")
@@ -257,40 +220,3 @@ def refine_folder(predictor, cases: Dict[str, List[str]], output_folder: Path, s
         manifest["cases"][case] = {"final": f"{case}{ending}", "steps": entry}
     atomic_write_json(Path(output_folder) / "refinement.json", manifest)
     return manifest
-
-
-def validate_refinement(trainer) -> dict:
-    """Final validation of a refinement trainer: per-class Dice of the refined validation cases."""
-    from nnunetv2_text.evaluation.metrics import dice
-    from nnunetv2_text.inference.predictor import TextPredictor
-    from nnunetv2_text.text.instructions import join_instructions
-
-    trainer.set_deep_supervision_enabled(False)
-    trainer.network.eval()
-    predictor = TextPredictor(device=trainer.device, allow_tqdm=False)
-    predictor.initialize_from_trainer(trainer)
-    index = trainer.text.term_index()
-    _, val_keys = trainer.do_split()
-    dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, val_keys)
-    n_classes = trainer.label_manager.num_segmentation_heads
-    per_case = {}
-    for key in val_keys:
-        data, seg, _, _ = dataset.load_case(key)
-        errors = [e for e in trainer.instructions[key] if e["type"] != "none"]
-        text = join_instructions(errors, "short") if errors else trainer.instructions[key][0]["short"]
-        emb = trainer.text.embeddings[[index[text]]]
-        logits = predictor.predict_case_logits(torch.from_numpy(np.asarray(data)).float(), emb)
-        pred, ref = logits.argmax(0).numpy(), np.asarray(seg)[0]
-        # classes in either mask, as evaluation/cowtalk.py scores them (a class in neither is not scored)
-        per_case[key] = {str(c): dice(pred == c, ref == c) for c in range(1, n_classes)
-                         if (pred == c).any() or (ref == c).any()}
-    vals = [v for d in per_case.values() for v in d.values()]
-    summary = {"metric": "Dice per class present in prediction or reference, after one refinement step "
-                         "(preprocessed space; evaluation.metrics.dice)",
-               "mean": float(np.mean(vals)) if vals else None, "per_case": per_case}
-    out = Path(trainer.output_folder) / "validation"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "summary.json", summary)
-    trainer.print_to_log_file(f"Refinement validation mean Dice: {summary['mean']}")
-    trainer.set_deep_supervision_enabled(True)
-    return summary

@@ -105,7 +105,7 @@ class CoWTalkRefineTrainer(TextTrainerBase):
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """Refine each validation case with its (short) instruction and report per-class Dice."""
-        from nnunetv2_text.inference.refine import validate_refinement
+        from nnunetv2_text.training.validation import validate_refinement
 
         validate_refinement(self)
 

@@ -160,6 +160,6 @@ class TextFusionTrainer(TextTrainerBase):
     def perform_actual_validation(self, save_probabilities: bool = False):
         """Predict the validation cases with each single-label concept's main term (the text predictor) and
         report per-concept Dice in ``validation/summary.json``."""
-        from nnunetv2_text.inference.validation import validate_trainer
+        from nnunetv2_text.training.validation import validate_prompts
 
-        validate_trainer(self, save_probabilities)
+        validate_prompts(self, save_probabilities)

@@ -1,6 +1,10 @@
-"""The trainer's final validation, with prompts: per-concept Dice on the validation cases.
+"""The trainers' final validation: per-concept Dice of a prompt model, per-class Dice of a refiner.
 
-For every validation case the network predicts each single-label concept's main term (one pass of the
+It lives with the trainers because it reads a trainer's split, dataset and log; the prediction itself is the
+inference code's (:class:`TextPredictor` on the trainer's live network), so validation scores exactly what
+``nnUNetv2_text_predict`` would answer.
+
+Prompt models: for every validation case the network predicts each single-label concept's main term (one pass of the
 encoder per tile for all of them), masks are brought back to the original geometry exactly as at
 inference, and compared with nnU-Net's ``gt_segmentations``. ``validation/summary.json`` holds Dice
 per concept and case, the per-concept mean and the overall mean; the training log prints them.
@@ -17,6 +21,7 @@ from tqdm import tqdm
 from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.export import logits_to_masks
 from nnunetv2_text.inference.predictor import TextPredictor
+from nnunetv2_text.text.instructions import join_instructions
 from nnunetv2_text.utils.io import atomic_write_json
 
 
@@ -24,14 +29,23 @@ def _mean_or_none(values) -> Optional[float]:
     return float(np.mean(values)) if len(values) else None
 
 
-def validate_trainer(trainer, save_probabilities: bool = False) -> dict:
+def trainer_predictor(trainer, **kwargs) -> TextPredictor:
+    """The inference code's predictor on the trainer's live network and text (``kwargs``: TextPredictor's)."""
+    predictor = TextPredictor(device=trainer.device, allow_tqdm=False, **kwargs)
+    predictor.initialize_from_network(trainer.network,
+                                      (trainer.plans_manager, trainer.configuration_manager, trainer.dataset_json),
+                                      trainer.text_checkpoint_entry(), trainer.__class__.__name__,
+                                      trainer.inference_allowed_mirroring_axes)
+    return predictor
+
+
+def validate_prompts(trainer, save_probabilities: bool = False) -> dict:
     trainer.set_deep_supervision_enabled(False)
     trainer.network.eval()
     if trainer.is_ddp and trainer.local_rank != 0:
         return {}
-    predictor = TextPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                              perform_everything_on_device=True, device=trainer.device, allow_tqdm=False)
-    predictor.initialize_from_trainer(trainer)
+    predictor = trainer_predictor(trainer, tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                  perform_everything_on_device=True)
     vocab = trainer.text.vocabulary
     concepts = [vocab.concepts[i] for i in trainer.val_concepts]
     index = trainer.text.term_index()
@@ -91,5 +105,37 @@ def validate_trainer(trainer, save_probabilities: bool = False) -> dict:
     mean = summary["mean"]
     trainer.print_to_log_file(f"Mean validation Dice: {'-' if mean is None else f'{mean:.4f}'}",
                               also_print_to_console=True)
+    trainer.set_deep_supervision_enabled(True)
+    return summary
+
+
+def validate_refinement(trainer) -> dict:
+    """Final validation of a refinement trainer: per-class Dice of the refined validation cases."""
+    trainer.set_deep_supervision_enabled(False)
+    trainer.network.eval()
+    predictor = trainer_predictor(trainer)
+    index = trainer.text.term_index()
+    _, val_keys = trainer.do_split()
+    dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, val_keys)
+    n_classes = trainer.label_manager.num_segmentation_heads
+    per_case = {}
+    for key in val_keys:
+        data, seg, _, _ = dataset.load_case(key)
+        errors = [e for e in trainer.instructions[key] if e["type"] != "none"]
+        text = join_instructions(errors, "short") if errors else trainer.instructions[key][0]["short"]
+        emb = trainer.text.embeddings[[index[text]]]
+        logits = predictor.predict_case_logits(torch.from_numpy(np.asarray(data)).float(), emb)
+        pred, ref = logits.argmax(0).numpy(), np.asarray(seg)[0]
+        # classes in either mask, as evaluation/cowtalk.py scores them (a class in neither is not scored)
+        per_case[key] = {str(c): dice(pred == c, ref == c) for c in range(1, n_classes)
+                         if (pred == c).any() or (ref == c).any()}
+    vals = [v for d in per_case.values() for v in d.values()]
+    summary = {"metric": "Dice per class present in prediction or reference, after one refinement step "
+                         "(preprocessed space; evaluation.metrics.dice)",
+               "mean": float(np.mean(vals)) if vals else None, "per_case": per_case}
+    out = Path(trainer.output_folder) / "validation"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "summary.json", summary)
+    trainer.print_to_log_file(f"Refinement validation mean Dice: {summary['mean']}")
     trainer.set_deep_supervision_enabled(True)
     return summary
