@@ -151,7 +151,7 @@ def synthetic_t1(rng: np.random.Generator, warp: Warp) -> sitk.Image:
 def check_subject_options(dataset_id: int, n_subjects: int, n_test: int, spacing: float) -> None:
     """Refuse impossible options before anything is written, naming the value at fault."""
     if not 1 <= dataset_id <= 999:
-        raise UserInputError(f"dataset id {dataset_id}: must be between 1 and 999")
+        raise UserInputError(f"-d (dataset_id) {dataset_id}: must be between 1 and 999")
     if n_subjects < 1:
         raise UserInputError(f"-n {n_subjects}: need at least 1 training subject")
     if n_test < 0:

@@ -18,9 +18,9 @@ import torch
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import answer_prompts, logits_to_masks, presence_scores, prompt_record
-from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
+from nnunetv2_text.inference.plan import CasePrompts, Understanding, plan_prompts
 from nnunetv2_text.inference.predictor import TextPredictor, check_model_folder
-from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, DEFAULT_WORDING
+from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.utils.orientation import to_storage_layout
 
 ImageLike = Union[str, Path, Sequence[Union[str, Path]], np.ndarray]
@@ -91,9 +91,7 @@ class TextSegmenter:
         return prompts
 
     def predict(self, image: ImageLike, prompts: Sequence[str], spacing: Optional[Sequence[float]] = None,
-                return_probabilities: bool = False, return_info: bool = False,
-                on_unknown: str = "warn", min_similarity: float = DEFAULT_MIN_SIMILARITY,
-                min_margin: float = DEFAULT_MIN_MARGIN, wording: str = DEFAULT_WORDING):
+                return_probabilities: bool = False, return_info: bool = False, **understanding):
         """{prompt: uint8 mask in the input's array layout} (or float16 probabilities).
 
         A file is read with the model's reader (reoriented if the model is) and its masks are returned in
@@ -104,41 +102,41 @@ class TextSegmenter:
 
         With ``return_info`` also ``{prompt: {...}}``, the manifest's record of each prompt (what it was
         understood as, presence, flag, and for a position prompt how its concept was chosen).
-        ``on_unknown`` acts on unknown prompts (below ``min_similarity``, or less than ``min_margin`` above
-        the foreign phrases) as ``nnUNetv2_text_predict --on_unknown`` does (warn, empty or error);
-        ``wording`` as ``--wording`` (:meth:`TextPredictor.reword`)."""
+        ``understanding``: ``on_unknown``, ``min_similarity``, ``min_margin`` and ``wording``, as
+        ``nnUNetv2_text_predict``'s flags of those names (:class:`~.plan.Understanding`); the prompts are
+        understood by the same :func:`~.plan.plan_prompts` as the command's."""
         p = self.predictor
         prompts = self._check_prompts(prompts)
-        positions, candidates = plan_position_prompts(prompts, p.vocabulary)
-        run = network_prompts(prompts, positions, candidates)
-        emb = p.embed_prompts(run)
-        understood = p.understand(run, emb, min_similarity, min_margin=min_margin)
-        blank = p.prompts_to_empty({q: understood[q] for q in prompts if q in understood}, on_unknown,
-                                   min_similarity, min_margin)
-        emb = p.reword(run, emb, understood, wording)
+        plan = plan_prompts(p, prompts, Understanding(**understanding))
+        case = plan.for_case(prompts)
         data, props = self._load(image, spacing)
         if data.shape[0] != p.num_input_channels:
             raise UserInputError(f"image has {data.shape[0]} channel(s), the model needs {p.num_input_channels}")
         pre = p.configuration_manager.preprocessor_class(verbose=False)
         data, _, props = pre.run_case_npy(data, None, props, p.plans_manager, p.configuration_manager,
                                           p.dataset_json)
-        logits = p.predict_case_logits(torch.from_numpy(data).float(), emb)
+        logits = p.predict_case_logits(torch.from_numpy(data).float(), plan.embeddings_for(case))
         masks, probs = logits_to_masks(logits, props, p.plans_manager, p.configuration_manager,
                                        return_probabilities)
-        answers = answer_prompts(masks, run, prompts, props, positions, candidates)
-        values = probs if return_probabilities else masks
-        presence = presence_scores(logits.numpy())
+        return self._answers(case, masks, probs if return_probabilities else masks,
+                             presence_scores(logits.numpy()), props, return_info)
+
+    @staticmethod
+    def _answers(case: CasePrompts, masks: np.ndarray, values: np.ndarray, presence: np.ndarray, props: dict,
+                 return_info: bool):
+        """{prompt: mask or probabilities in the storage layout} [, {prompt: the manifest's record}]."""
+        answers = answer_prompts(masks, case, props)
         result, info = {}, {}
         voxel_ml = float(np.prod(props["spacing"])) / 1000.0
-        for q in prompts:
+        for q in case.prompts:
             i, why = answers[q]
-            empty = i is None or q in blank
+            empty = i is None or q in case.blank
             out = np.zeros(values.shape[1:], values.dtype) if empty else values[i]
             result[q] = to_storage_layout(out, props)
             if return_info:
                 voxels = 0 if empty else int(masks[i].sum())
                 rec = prompt_record(q, voxels, voxel_ml, 0.0 if i is None else float(presence[i]),
-                                    understood.get(q), q in blank, why)
+                                    case.understood.get(q), q in case.blank, why)
                 info[q] = {**(rec["understood"] or {}), **{k: rec[k] for k in ("presence", "flag", "voxels")},
                            **({"position": why} if why is not None else {})}
         return (result, info) if return_info else result

@@ -8,13 +8,16 @@ workers, so it only takes picklable arguments.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
 from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
+from nnunetv2_text.inference.plan import CasePrompts
 from nnunetv2_text.inference.positions import choose
+from nnunetv2_text.inference.prompt_file import unique_slugs
 from nnunetv2_text.utils.io import atomic_path
 from nnunetv2_text.utils.orientation import world_summary
 
@@ -61,27 +64,25 @@ def unknown_flag(known: bool, emptied: bool) -> Optional[str]:
     return None if known else (FLAG_UNKNOWN_EMPTIED if emptied else FLAG_UNKNOWN)
 
 
-def answer_prompts(masks: np.ndarray, network_prompts: Sequence[str], prompts: Sequence[str],
-                   properties: dict, positions: Optional[Dict[str, str]] = None,
-                   candidates: Sequence[Tuple[str, str]] = ()) -> Dict[str, Tuple[Optional[int], Optional[dict]]]:
-    """For each output prompt, the row of ``masks`` that answers it (None: an empty mask) and, for a
-    position prompt, the record of how its concept was chosen (:mod:`.positions`).
+def answer_prompts(masks: np.ndarray, case: CasePrompts, properties: dict
+                   ) -> Dict[str, Tuple[Optional[int], Optional[dict]]]:
+    """For each of the case's prompts, the row of ``masks`` that answers it (None: an empty mask) and, for
+    a position prompt, the record of how its concept was chosen (:mod:`.positions`).
 
-    ``masks`` are the network prompts' masks in the reader's array order (``properties`` places them in
-    the world); ``positions`` maps position prompts to their relation; ``candidates`` are the
-    (concept, main term) pairs they choose among, whose main terms are among ``network_prompts``."""
-    row = {p: i for i, p in enumerate(network_prompts)}
-    positions = positions or {}
+    ``masks`` are the rows of ``case.network`` in the reader's array order (``properties`` places them in
+    the world); a position prompt chooses among ``case.candidates`` (concept, main term), whose main terms
+    are among the network prompts."""
+    row = {p: i for i, p in enumerate(case.network)}
     summaries = {}
-    if positions:
-        for concept, main in candidates:
+    if case.positions:
+        for concept, main in case.candidates:
             m = masks[row[main]]
             summaries[concept] = {"voxels": int(m.sum()), **world_summary(m, properties)}
-    main_of = dict(candidates)
+    main_of = dict(case.candidates)
     out = {}
-    for prompt in prompts:
-        if prompt in positions:
-            chosen, why = choose(positions[prompt], summaries)
+    for prompt in case.prompts:
+        if prompt in case.positions:
+            chosen, why = choose(case.positions[prompt], summaries)
             out[prompt] = (None if chosen is None else row[main_of[chosen]], why)
         else:
             out[prompt] = (row[prompt], None)
@@ -105,39 +106,43 @@ def prompt_record(prompt: str, voxels: int, voxel_ml: float, presence: float, in
             "flag": FLAG_NOT_FOUND if flag is None and voxels == 0 else flag}
 
 
-def export_case(logits: np.ndarray, properties: dict, plans_manager, configuration_manager,
-                output_folder: str, case_id: str, prompts: List[str], slugs: Dict[str, str], file_ending: str,
-                save_probabilities: bool = False, understood: Optional[Dict[str, dict]] = None,
-                blank: Sequence[str] = (), network_prompts: Optional[Sequence[str]] = None,
-                positions: Optional[Dict[str, str]] = None, candidates: Sequence[Tuple[str, str]] = ()) -> dict:
-    """Write one mask per prompt (atomically) and return the case's manifest entry.
+@dataclass(frozen=True)
+class ExportTarget:
+    """Where and how one case's masks are written."""
 
-    ``understood``: :meth:`TextPredictor.understand`'s answer per prompt, recorded with its mask;
-    ``blank``: prompts written as empty masks (unknown prompts with ``--on_unknown empty``);
-    ``network_prompts``: what the logits' rows are (default ``prompts``), for position prompts
-    (``positions``, answered from the ``candidates``' masks, see :func:`answer_prompts`)."""
-    network_prompts = list(prompts if network_prompts is None else network_prompts)
-    masks, probs = logits_to_masks(logits, properties, plans_manager, configuration_manager, save_probabilities)
+    output_folder: str
+    case_id: str
+    file_ending: str
+    save_probabilities: bool = False
+
+
+def export_case(logits: np.ndarray, properties: dict, plans_manager, configuration_manager,
+                target: ExportTarget, case: CasePrompts) -> dict:
+    """Write one mask per prompt of ``case`` (atomically) and return the case's manifest entry: the file,
+    the voxels, what the prompt was understood as and its flag (blanked prompts are written empty)."""
+    masks, probs = logits_to_masks(logits, properties, plans_manager, configuration_manager,
+                                   target.save_probabilities)
     presence = presence_scores(logits)
-    answers = answer_prompts(masks, network_prompts, prompts, properties, positions, candidates)
+    answers = answer_prompts(masks, case, properties)
     rw = plans_manager.image_reader_writer_class()
     voxel_ml = float(np.prod(properties["spacing"])) / 1000.0  # spacing in mm
+    slugs = unique_slugs(case.prompts)
     entry = {}
-    for prompt in prompts:
+    for prompt in case.prompts:
         i, why = answers[prompt]
-        blanked = prompt in blank
+        blanked = prompt in case.blank
         mask = masks[i] if i is not None and not blanked else np.zeros(masks.shape[1:], masks.dtype)
-        name = f"{case_id}_{slugs[prompt]}{file_ending}"
-        with atomic_path(os.path.join(output_folder, name)) as tmp:
+        name = f"{target.case_id}_{slugs[prompt]}{target.file_ending}"
+        with atomic_path(os.path.join(target.output_folder, name)) as tmp:
             rw.write_seg(mask, tmp, properties)
         rec = {"file": name, **prompt_record(prompt, int(mask.sum()), voxel_ml,
                                               0.0 if i is None else float(presence[i]),
-                                              (understood or {}).get(prompt), blanked, why),
+                                              case.understood.get(prompt), blanked, why),
                "probabilities": None}
         if probs is not None:
-            pname = f"{case_id}_{slugs[prompt]}.npz"
+            pname = f"{target.case_id}_{slugs[prompt]}.npz"
             prob = probs[i] if i is not None and not blanked else np.zeros(probs.shape[1:], probs.dtype)
-            with atomic_path(os.path.join(output_folder, pname)) as tmp:
+            with atomic_path(os.path.join(target.output_folder, pname)) as tmp:
                 with open(tmp, "wb") as f:
                     np.savez_compressed(f, probabilities=prob)
             rec["probabilities"] = pname

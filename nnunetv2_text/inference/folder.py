@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -31,10 +32,9 @@ from tqdm import tqdm
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.evaluation.overlays import OVERLAYS, write_case_overlay
-from nnunetv2_text.inference.export import export_case
-from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
-from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, DEFAULT_WORDING,
-                                                 ON_UNKNOWN, PromptFileError, PromptSpec, unique_slugs)
+from nnunetv2_text.inference.export import ExportTarget, export_case
+from nnunetv2_text.inference.plan import CasePrompts, PromptPlan, Understanding, plan_prompts
+from nnunetv2_text.inference.prompt_file import PromptFileError, PromptSpec
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
 from nnunetv2_text.utils.orientation import check_direction, orientation_code
@@ -151,96 +151,90 @@ def _remove_leftovers(output_folder: Path, case: str) -> None:
             f.unlink()
 
 
-def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec, save_probabilities: bool = False,
-                   continue_prediction: bool = False, num_processes_preprocessing: int = 2,
-                   num_processes_export: int = 2, part_id: int = 0, num_parts: int = 1,
-                   cache_file: Optional[Path] = None, encoder_device: str = "cpu", on_unknown: str = "warn",
-                   min_similarity: Optional[float] = None, min_margin: Optional[float] = None,
-                   wording: str = DEFAULT_WORDING, save_overlays: bool = False) -> dict:
+@dataclass(frozen=True)
+class FolderOptions:
+    """How a folder is predicted: nnU-Net's own options (``--save_probabilities``, ``--continue_prediction``,
+    ``-npp``, ``-nps``, ``-part_id``, ``-num_parts``), the pictures (``--save_overlays``) and where prompts
+    missing from the model's cache are embedded (``--cache``, ``--text_device``)."""
+
+    save_probabilities: bool = False
+    continue_prediction: bool = False
+    num_processes_preprocessing: int = 2
+    num_processes_export: int = 2
+    part_id: int = 0
+    num_parts: int = 1
+    save_overlays: bool = False
+    cache_file: Optional[Path] = None
+    encoder_device: str = "cpu"
+
+
+def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec,
+                   options: FolderOptions = FolderOptions(), understanding: Understanding = Understanding()) -> dict:
     """Predict this part's cases; see the module docstring for the order of work.
 
-    ``on_unknown`` decides about unknown prompts: those whose nearest training term is less similar than
-    ``min_similarity``, or beats the foreign phrases by less than ``min_margin``
-    (:meth:`TextPredictor.understand`): ``warn`` writes the mask and flags it in the
-    manifest, ``empty`` writes an empty mask and flags it, ``error`` refuses before anything is written.
-    ``wording`` decides what the network is given for a known prompt (:meth:`TextPredictor.reword`).
-    ``save_overlays`` draws each case's picture (:mod:`nnunetv2_text.evaluation.overlays`)."""
-    if on_unknown not in ON_UNKNOWN:  # before any work
-        raise InputError(f"--on_unknown must be one of {', '.join(ON_UNKNOWN)}, got '{on_unknown}'")
-    min_similarity = DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity
-    min_margin = DEFAULT_MIN_MARGIN if min_margin is None else min_margin
-    if not 0 <= part_id < num_parts:
-        raise InputError(f"part_id must be in [0, {num_parts - 1}], got {part_id}")
+    ``understanding`` decides about unknown prompts and wordings (:func:`plan_prompts`): with
+    ``on_unknown`` ``warn`` the mask is written and flagged in the manifest, ``empty`` writes an empty mask
+    and flags it, ``error`` refuses before anything is written."""
+    o = options
+    if not 0 <= o.part_id < o.num_parts:
+        raise InputError(f"part_id must be in [0, {o.num_parts - 1}], got {o.part_id}")
     ending = predictor.dataset_json["file_ending"]
     orientations: Dict[str, Optional[str]] = {}
     cases = list_input_cases(Path(input_folder), ending, predictor.num_input_channels, orientations)
     spec.check_cases(cases)
     warn_about_orientation(predictor, orientations)
-    mine = list(cases)[part_id::num_parts]
-
+    mine = list(cases)[o.part_id::o.num_parts]
     prompts_of = {c: spec.prompts_for(c) for c in mine}
     try:
-        positions, candidates = plan_position_prompts([p for ps in prompts_of.values() for p in ps],
-                                                      predictor.vocabulary)
-    except UserInputError as e:
-        raise PromptFileError(f"{spec.source}: {e}") from None
-    network_of = {c: network_prompts(ps, positions, candidates) for c, ps in prompts_of.items()}
-    all_prompts = list(dict.fromkeys(p for ps in network_of.values() for p in ps))
-    try:
-        emb_all = predictor.embed_prompts(all_prompts, cache_file, encoder_device) if all_prompts else None
-    except UserInputError as e:
-        raise PromptFileError(f"{spec.source}: {e}") from None
-    row = {p: i for i, p in enumerate(all_prompts)}
-    understood = predictor.understand(all_prompts, emb_all, min_similarity, cache_file, encoder_device,
-                                      min_margin) if all_prompts else {}
-    try:
-        blank = predictor.prompts_to_empty(understood, on_unknown, min_similarity, min_margin)
-        emb_all = predictor.reword(all_prompts, emb_all, understood, wording, cache_file, encoder_device) \
-            if all_prompts else None
+        plan = plan_prompts(predictor, [p for ps in prompts_of.values() for p in ps], understanding, o.cache_file,
+                            o.encoder_device)
     except UserInputError as e:
         raise PromptFileError(f"{spec.source}: {e}") from None
 
     output_folder = Path(output_folder)
     (output_folder / FRAGMENTS).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in mine if not (continue_prediction and (output_folder / FRAGMENTS / f"{c}.json").is_file())]
-    logger.info("part %d/%d: %d cases, %d to predict", part_id, num_parts, len(mine), len(todo))
-    model_info = {"trainer": predictor.trainer_name, "model_folder": str(predictor.model_folder),
-                  "encoder": predictor.text_entry["model_id"], "embedding_dim": predictor.text_entry["embedding_dim"],
-                  "vocabulary_sha256": predictor.text_entry.get("vocabulary_sha256"),
-                  "on_unknown": on_unknown, "min_similarity": min_similarity, "min_margin": min_margin,
-                  "wording": wording}
+    todo = [c for c in mine if not (o.continue_prediction and (output_folder / FRAGMENTS / f"{c}.json").is_file())]
+    logger.info("part %d/%d: %d cases, %d to predict", o.part_id, o.num_parts, len(mine), len(todo))
+    for c in todo:
+        _remove_leftovers(output_folder, c)
     if todo:
-        for c in todo:
-            _remove_leftovers(output_folder, c)
-        _run(predictor, cases, todo, prompts_of, network_of, emb_all, row, output_folder, ending,
-             save_probabilities, num_processes_preprocessing, num_processes_export, understood, blank, positions,
-             candidates, save_overlays)
-    return rebuild_manifest(output_folder, model_info, ending)
+        _run(predictor, {c: cases[c] for c in todo}, {c: plan.for_case(prompts_of[c]) for c in todo}, plan,
+             output_folder, o)
+    return rebuild_manifest(output_folder, _model_info(predictor, understanding), ending)
 
 
-def _run(predictor, cases, todo, prompts_of, network_of, emb_all, row, output_folder: Path, ending: str,
-         save_probabilities: bool, npp: int, nps: int, understood: Dict[str, dict], blank: set,
-         positions: Dict[str, str], candidates: list, save_overlays: bool = False) -> None:
+def _model_info(predictor, u: Understanding) -> dict:
+    """What the manifest says about the model and the reading of prompts."""
+    return {"trainer": predictor.trainer_name, "model_folder": str(predictor.model_folder),
+            "encoder": predictor.text_entry["model_id"], "embedding_dim": predictor.text_entry["embedding_dim"],
+            "vocabulary_sha256": predictor.text_entry.get("vocabulary_sha256"),
+            "on_unknown": u.on_unknown, "min_similarity": u.min_similarity, "min_margin": u.min_margin,
+            "wording": u.wording}
+
+
+def _run(predictor, files_of: Dict[str, List[str]], case_plans: Dict[str, CasePrompts], plan: PromptPlan,
+         output_folder: Path, o: FolderOptions) -> None:
+    """Preprocess in nnU-Net's worker processes, predict each case here, export in a spawned pool."""
+    todo = list(files_of)
     iterator = preprocessing_iterator_fromfiles(
-        [cases[c] for c in todo], None, [str(output_folder / c) for c in todo], predictor.plans_manager,
-        predictor.dataset_json, predictor.configuration_manager, max(1, npp), predictor.device.type == "cuda", False)
+        [files_of[c] for c in todo], None, [str(output_folder / c) for c in todo], predictor.plans_manager,
+        predictor.dataset_json, predictor.configuration_manager, max(1, o.num_processes_preprocessing),
+        predictor.device.type == "cuda", False)
+    ending = predictor.dataset_json["file_ending"]
     pending: List[Tuple[str, object]] = []
-    with multiprocessing.get_context("spawn").Pool(max(1, nps)) as pool:
+    with multiprocessing.get_context("spawn").Pool(max(1, o.num_processes_export)) as pool:
         for item in tqdm(iterator, total=len(todo), desc="cases", disable=not predictor.allow_tqdm):
             case = os.path.basename(item["ofile"])
             data = item["data"]
             if isinstance(data, str):  # nnU-Net hands large arrays over as .npy files
                 path, data = data, np.load(data)
                 os.remove(path)
-            prompts, run_prompts = prompts_of[case], network_of[case]
-            logits = predictor.predict_case_logits(data, emb_all[[row[p] for p in run_prompts]]).numpy()
-            slugs = unique_slugs(prompts)
-            pending.append((case, pool.apply_async(export_and_draw, ((
-                logits, item["data_properties"], predictor.plans_manager, predictor.configuration_manager,
-                str(output_folder), case, prompts, slugs, ending, save_probabilities,
-                {p: understood[p] for p in prompts if p in understood}, [p for p in prompts if p in blank],
-                run_prompts, {p: positions[p] for p in prompts if p in positions}, candidates),
-                cases[case][0] if save_overlays else None))))
+            logits = predictor.predict_case_logits(data, plan.embeddings_for(case_plans[case])).numpy()
+            target = ExportTarget(str(output_folder), case, ending, o.save_probabilities)
+            export_args = (logits, item["data_properties"], predictor.plans_manager, predictor.configuration_manager,
+                           target, case_plans[case])
+            pending.append((case, pool.apply_async(export_and_draw, (
+                export_args, files_of[case][0] if o.save_overlays else None))))
             _collect(pending, output_folder, max_pending=2)  # bounded, like nnU-Net's export queue
         _collect(pending, output_folder, max_pending=0)
 
@@ -252,9 +246,10 @@ def export_and_draw(export_args: tuple, overlay_image: Optional[str]) -> dict:
     whose picture is missing."""
     entry = export_case(*export_args)
     if overlay_image is not None:
-        output_folder, case = Path(export_args[4]), export_args[5]  # export_case's output_folder, case_id
-        write_case_overlay(output_folder / OVERLAYS / f"{case}.png", overlay_image, output_folder, entry,
-                           title=case)
+        target = export_args[4]  # export_case's ExportTarget
+        output_folder = Path(target.output_folder)
+        write_case_overlay(output_folder / OVERLAYS / f"{target.case_id}.png", overlay_image, output_folder, entry,
+                           title=target.case_id)
     return entry
 
 

@@ -105,10 +105,12 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     import torch
 
-    from nnunetv2_text.inference.folder import list_input_cases, predict_folder
+    from nnunetv2_text.inference.folder import FolderOptions, list_input_cases, predict_folder
+    from nnunetv2_text.inference.plan import Understanding
     from nnunetv2_text.inference.predictor import TextPredictor
-    from nnunetv2_text.inference.prompt_file import read_prompt_file
-    from nnunetv2_text.inference.refine import read_instruction_file, refine_folder
+    from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, read_instruction_file,
+                                                     read_prompt_file)
+    from nnunetv2_text.inference.refine import refine_folder
     from nnunetv2_text.training import ensure_ext_trainer_env
 
     if args.instructions and args.save_overlays:
@@ -135,10 +137,12 @@ def main(argv=None) -> int:
         manifest = refine_folder(predictor, mine, args.o, spec, args.iterations, args.max_rounds,
                                  args.edit_scope)
     else:
-        manifest = predict_folder(predictor, args.i, args.o, spec, args.save_probabilities,
-                                  args.continue_prediction, args.npp, args.nps, args.part_id, args.num_parts,
-                                  args.cache, args.text_device, args.on_unknown, args.min_similarity,
-                                  args.min_margin, args.wording, args.save_overlays)
+        options = FolderOptions(args.save_probabilities, args.continue_prediction, args.npp, args.nps, args.part_id,
+                                args.num_parts, args.save_overlays, args.cache, args.text_device)
+        understanding = Understanding(
+            args.on_unknown, DEFAULT_MIN_SIMILARITY if args.min_similarity is None else args.min_similarity,
+            DEFAULT_MIN_MARGIN if args.min_margin is None else args.min_margin, args.wording)
+        manifest = predict_folder(predictor, args.i, args.o, spec, options, understanding)
     print(json.dumps({"output": args.o, "cases": len(manifest["cases"])}))
     return 0
 
