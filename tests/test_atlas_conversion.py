@@ -127,3 +127,16 @@ def test_groups_keep_their_remaining_parts_when_a_region_is_dropped(dataset):
     assert vocab.lookup("vermis lobules I-II") is None and "vermis_1_2" not in {c.id for c in vocab.concepts}
     strict = load_vocabulary(resolve_vocabulary_path("aal"), dj["labels"])
     assert strict.lookup("vermis") is None and strict.lookup("cerebellum") is None
+
+
+def test_a_union_left_with_one_region_is_that_regions_concept():
+    from nnunetv2_text.text.vocabulary import parse_vocabulary
+
+    obj = {"concepts": [
+        {"id": "a", "main": "region a", "synonyms": list("12345"), "labels": ["A"]},
+        {"id": "b", "main": "region b", "synonyms": list("67890"), "labels": ["B"]},
+        {"id": "ab", "main": "regions a and b", "synonyms": list("vwxyz"), "labels": ["A", "B"]}]}
+    kept = parse_vocabulary(obj, dataset_labels={"background": 0, "A": 1}, dropped_labels=["B"])
+    assert [c.id for c in kept.concepts] == ["a"]
+    both = parse_vocabulary(obj, dataset_labels={"background": 0, "A": 1, "B": 2})
+    assert [c.id for c in both.concepts] == ["a", "b", "ab"]

@@ -156,6 +156,11 @@ def test_bad_refinement_input_is_refused_before_anything_is_written(cowtalk_mode
                    str(COWTALK_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", COWTALK_PLANS,
                    "-device", "cpu"], nnunet_env, check=False)
     assert res.returncode == 2 and "refinement model" in res.stderr and not out.exists()
+    # one combined label map of prompted structures: a refiner's answer is a label map already
+    res = run_cli([cli("nnUNetv2_text_predict"), "-i", str(inp), "-o", str(out), "--prompts", "all", "-d",
+                   str(COWTALK_ID), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER, "-p", COWTALK_PLANS,
+                   "-device", "cpu", "--save_combined"], nnunet_env, check=False)
+    assert res.returncode == 2 and "--save_combined" in res.stderr and not out.exists()
     # more rounds than --max_rounds
     many = tmp_path / "many.json"
     many.write_text(json.dumps({"cases": {case: ["Thin the basilar artery."] * 3}}))

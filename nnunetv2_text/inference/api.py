@@ -18,7 +18,7 @@ import torch
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.export import answer_prompts, logits_to_masks, presence_scores, prompt_record
-from nnunetv2_text.inference.plan import CasePrompts, Understanding, plan_prompts
+from nnunetv2_text.inference.plan import CasePrompts, Understanding, expand_all, plan_prompts
 from nnunetv2_text.inference.predictor import TextPredictor, check_model_folder
 from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY
 from nnunetv2_text.utils.orientation import to_storage_layout
@@ -98,7 +98,7 @@ class TextSegmenter:
         the file's own voxel layout, as ``sitk.GetArrayFromImage`` gives it. An array is taken as stored
         (z, y, x) with an identity direction, so position prompts take its last axis as the patient's
         right-to-left. Position prompts ("the largest structure", :mod:`.positions`) work as in
-        ``nnUNetv2_text_predict``.
+        ``nnUNetv2_text_predict``, and ``all`` stands for every single-label concept of the model.
 
         With ``return_info`` also ``{prompt: {...}}``, the manifest's record of each prompt (what it was
         understood as, presence, flag, and for a position prompt how its concept was chosen).
@@ -106,7 +106,7 @@ class TextSegmenter:
         ``nnUNetv2_text_predict``'s flags of those names (:class:`~.plan.Understanding`); the prompts are
         understood by the same :func:`~.plan.plan_prompts` as the command's."""
         p = self.predictor
-        prompts = self._check_prompts(prompts)
+        prompts = expand_all(self._check_prompts(prompts), p.vocabulary)
         plan = plan_prompts(p, prompts, Understanding(**understanding))
         case = plan.for_case(prompts)
         data, props = self._load(image, spacing)

@@ -108,12 +108,29 @@ def prompt_record(prompt: str, voxels: int, voxel_ml: float, presence: float, in
 
 @dataclass(frozen=True)
 class ExportTarget:
-    """Where and how one case's masks are written."""
+    """Where and how one case's masks are written; ``combined`` (prompt -> label value, ``--save_combined``)
+    also writes the case's label map ``<case_id><file_ending>``."""
 
     output_folder: str
     case_id: str
     file_ending: str
     save_probabilities: bool = False
+    combined: Optional[Dict[str, int]] = None
+
+
+def combine_masks(masks: np.ndarray, probabilities: np.ndarray, values: Dict[int, int]) -> np.ndarray:
+    """One label map from per-prompt masks: ``values`` maps a row of ``masks`` to its label value; a voxel
+    claimed by several rows gets the value of the highest probability (the first row on a tie), a voxel
+    claimed by none is background."""
+    rows = list(values)
+    out = np.zeros(masks.shape[1:], np.uint8 if max(values.values(), default=0) < 256 else np.uint16)
+    if not rows:
+        return out
+    claimed = masks[rows].astype(bool)
+    score = np.where(claimed, probabilities[rows].astype(np.float32), -1.0)
+    best = np.asarray([values[r] for r in rows])[score.argmax(0)]
+    out[claimed.any(0)] = best[claimed.any(0)]
+    return out
 
 
 def export_case(logits: np.ndarray, properties: dict, plans_manager, configuration_manager,
@@ -121,10 +138,16 @@ def export_case(logits: np.ndarray, properties: dict, plans_manager, configurati
     """Write one mask per prompt of ``case`` (atomically) and return the case's manifest entry: the file,
     the voxels, what the prompt was understood as and its flag (blanked prompts are written empty)."""
     masks, probs = logits_to_masks(logits, properties, plans_manager, configuration_manager,
-                                   target.save_probabilities)
+                                   target.save_probabilities or target.combined is not None)
     presence = presence_scores(logits)
     answers = answer_prompts(masks, case, properties)
     rw = plans_manager.image_reader_writer_class()
+    if target.combined is not None:
+        rows = {answers[p][0]: v for p, v in target.combined.items() if answers[p][0] is not None}
+        with atomic_path(os.path.join(target.output_folder, f"{target.case_id}{target.file_ending}")) as tmp:
+            rw.write_seg(combine_masks(masks, probs, rows), tmp, properties)
+    if not target.save_probabilities:
+        probs = None
     voxel_ml = float(np.prod(properties["spacing"])) / 1000.0  # spacing in mm
     slugs = unique_slugs(case.prompts)
     entry = {}

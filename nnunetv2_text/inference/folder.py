@@ -33,7 +33,8 @@ from tqdm import tqdm
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.evaluation.overlays import OVERLAYS, write_case_overlay
 from nnunetv2_text.inference.export import ExportTarget, export_case
-from nnunetv2_text.inference.plan import CasePrompts, PromptPlan, Understanding, plan_prompts
+from nnunetv2_text.inference.plan import (CasePrompts, PromptPlan, Understanding, expand_all, plan_prompts,
+                                          single_label_values)
 from nnunetv2_text.inference.prompt_file import PromptFileError, PromptSpec
 from nnunetv2_text.utils.image_header import Geometry, read_geometry
 from nnunetv2_text.utils.io import TMP_MARKER, atomic_write_json
@@ -141,6 +142,9 @@ def rebuild_manifest(output_folder: Path, model_info: dict, file_ending: str) ->
             cases[f.stem] = json.loads(f.read_text(encoding="utf-8"))
         manifest = {"format": "nnunetv2_text.manifest", "version": 1, "file_ending": file_ending,
                     "model": model_info, "cases": cases}
+        if "combined_labels" in model_info:  # --save_combined: one label map per case, named like nnU-Net's
+            manifest["combined"] = {"labels": model_info["combined_labels"],
+                                    "files": {c: f"{c}{file_ending}" for c in cases}}
         atomic_write_json(Path(output_folder) / MANIFEST, manifest)
     return manifest
 
@@ -166,6 +170,8 @@ class FolderOptions:
     save_overlays: bool = False
     cache_file: Optional[Path] = None
     encoder_device: str = "cpu"
+    #: also one label map per case, ``<case_id><ending>``, of the single-label concepts (``--save_combined``)
+    save_combined: bool = False
 
 
 def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec,
@@ -184,7 +190,10 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec,
     spec.check_cases(cases)
     warn_about_orientation(predictor, orientations)
     mine = list(cases)[o.part_id::o.num_parts]
-    prompts_of = {c: spec.prompts_for(c) for c in mine}
+    try:
+        prompts_of = {c: expand_all(spec.prompts_for(c), predictor.vocabulary) for c in mine}
+    except UserInputError as e:
+        raise PromptFileError(f"{spec.source}: {e}") from None
     try:
         plan = plan_prompts(predictor, [p for ps in prompts_of.values() for p in ps], understanding, o.cache_file,
                             o.encoder_device)
@@ -200,16 +209,20 @@ def predict_folder(predictor, input_folder, output_folder, spec: PromptSpec,
     if todo:
         _run(predictor, {c: cases[c] for c in todo}, {c: plan.for_case(prompts_of[c]) for c in todo}, plan,
              output_folder, o)
-    return rebuild_manifest(output_folder, _model_info(predictor, understanding), ending)
+    return rebuild_manifest(output_folder, _model_info(predictor, understanding, o.save_combined), ending)
 
 
-def _model_info(predictor, u: Understanding) -> dict:
-    """What the manifest says about the model and the reading of prompts."""
-    return {"trainer": predictor.trainer_name, "model_folder": str(predictor.model_folder),
+def _model_info(predictor, u: Understanding, save_combined: bool) -> dict:
+    """What the manifest says about the model and the reading of prompts (and, with ``--save_combined``,
+    the label table of the combined maps: the training dataset.json's)."""
+    info = {"trainer": predictor.trainer_name, "model_folder": str(predictor.model_folder),
             "encoder": predictor.text_entry["model_id"], "embedding_dim": predictor.text_entry["embedding_dim"],
             "vocabulary_sha256": predictor.text_entry.get("vocabulary_sha256"),
             "on_unknown": u.on_unknown, "min_similarity": u.min_similarity, "min_margin": u.min_margin,
             "wording": u.wording}
+    if save_combined:
+        info["combined_labels"] = dict(predictor.dataset_json["labels"])
+    return info
 
 
 def _run(predictor, files_of: Dict[str, List[str]], case_plans: Dict[str, CasePrompts], plan: PromptPlan,
@@ -230,7 +243,8 @@ def _run(predictor, files_of: Dict[str, List[str]], case_plans: Dict[str, CasePr
                 path, data = data, np.load(data)
                 os.remove(path)
             logits = predictor.predict_case_logits(data, plan.embeddings_for(case_plans[case])).numpy()
-            target = ExportTarget(str(output_folder), case, ending, o.save_probabilities)
+            combined = single_label_values(case_plans[case], predictor.vocabulary) if o.save_combined else None
+            target = ExportTarget(str(output_folder), case, ending, o.save_probabilities, combined)
             export_args = (logits, item["data_properties"], predictor.plans_manager, predictor.configuration_manager,
                            target, case_plans[case])
             pending.append((case, pool.apply_async(export_and_draw, (

@@ -17,7 +17,7 @@ import numpy as np
 
 from nnunetv2_text.inference.positions import network_prompts, plan_position_prompts
 from nnunetv2_text.inference.prompt_file import (DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY, DEFAULT_WORDING,
-                                                 ON_UNKNOWN)
+                                                 ON_UNKNOWN, is_all)
 from nnunetv2_text.errors import UserInputError
 
 
@@ -75,6 +75,37 @@ class PromptPlan:
         """(len(case.network), dim): the embedding rows of a case's network prompts."""
         row = {p: i for i, p in enumerate(self.network)}
         return self.embeddings[[row[p] for p in case.network]]
+
+
+def expand_all(prompts: Sequence[str], vocabulary) -> List[str]:
+    """``all`` stands for every single-label concept of the model's vocabulary, by its main term, in the
+    vocabulary's order (group concepts are unions of these); other prompts stay where they are, duplicates
+    dropped. A model without single-label concepts (an imported open-vocabulary model) refuses ``all``."""
+    if not any(is_all(p) for p in prompts):
+        return list(prompts)
+    mains = [] if vocabulary is None else [c.main for c in vocabulary.concepts if len(c.labels) == 1]
+    if not mains:
+        raise UserInputError("prompt 'all': the model's vocabulary has no single-label concept to prompt "
+                             "(list the structures instead)")
+    out: List[str] = []
+    for p in prompts:
+        out += mains if is_all(p) else [p]
+    return list(dict.fromkeys(out))
+
+
+def single_label_values(case: CasePrompts, vocabulary) -> Dict[str, int]:
+    """Prompt -> label value, for the case's prompts understood (and not blanked) as a single-label
+    concept: what a combined label map holds. Group concepts and position prompts are left out."""
+    by_id = {c.id: c for c in vocabulary.concepts} if vocabulary is not None else {}
+    out = {}
+    for p in case.prompts:
+        u = case.understood.get(p)
+        if p in case.positions or p in case.blank or u is None or not u.get("known", True):
+            continue
+        concept = by_id.get(u.get("concept"))
+        if concept is not None and len(concept.labels) == 1:
+            out[p] = concept.labels[0]
+    return out
 
 
 def plan_prompts(predictor, prompts: Sequence[str], understanding: Understanding = Understanding(),

@@ -105,7 +105,19 @@ def parse_prompt_text(text: str, source: str = "<prompts>") -> PromptSpec:
     return spec
 
 
+#: a prompt that stands for every single-label concept of the model's vocabulary, by its main term
+#: (``--prompts all``, or a line ``all`` in a prompt file; :func:`nnunetv2_text.inference.plan.expand_all`)
+ALL = "all"
+
+
+def is_all(prompt: str) -> bool:
+    return prompt.strip().lower() == ALL
+
+
 def read_prompt_file(path) -> PromptSpec:
+    """A prompt file, or ``all`` (when no file of that name exists): every concept of the model."""
+    if is_all(str(path)) and not Path(path).exists():
+        return PromptSpec("--prompts all", [ALL])
     path = Path(path)
     try:
         raw = path.read_bytes()

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", required=True, help="output folder")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--prompts", help="prompt file: one prompt per line, or JSON "
-                                        '{"prompts": [...], "cases": {"CASE": [...]}}')
+                                        '{"prompts": [...], "cases": {"CASE": [...]}}; or "all": every single-label '
+                                        "concept of the model by its main term (a line 'all' in a file does the same)")
     what.add_argument("--instructions", help="refinement models (CoWTalk): instruction file, plain text or JSON "
                                              '{"cases": {"CASE": "text" | ["chunk 1", "chunk 2"]}, "default": ...}')
     p.add_argument("--iterations", type=int, default=1,
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_overlays", action="store_true",
                    help="also draw overlays/<case>.png: three slices through each prompt's mask, outlined, with "
                         "a legend of what each prompt was understood as (docs/PREDICTION.md#overlay-pictures)")
+    p.add_argument("--save_combined", action="store_true",
+                   help="also write <case>.nii.gz: one label map of the prompts understood as single-label concepts, "
+                        "values and names of the training dataset.json, a voxel claimed twice going to the higher "
+                        "probability (open one file in Slicer or ITK-SNAP)")
     p.add_argument("--continue_prediction", "--c", dest="continue_prediction", action="store_true",
                    help="skip cases already finished")
     p.add_argument("-npp", type=int, default=3, help="preprocessing processes")
@@ -113,6 +118,9 @@ def main(argv=None) -> int:
     from nnunetv2_text.inference.refine import refine_folder
     from nnunetv2_text.training import ensure_ext_trainer_env
 
+    if args.instructions and args.save_combined:
+        raise UserInputError("--save_combined writes one label map of the prompted structures; a refinement model "
+                             "(--instructions) writes its label map already")
     if args.instructions and args.save_overlays:
         raise UserInputError("--save_overlays draws prompt masks; a refinement model writes label maps (open them "
                              "with their image in a viewer)")
@@ -129,6 +137,9 @@ def main(argv=None) -> int:
     folds = [f if f == "all" else int(f) for f in args.f]
     predictor.initialize_from_trained_model_folder(folder, folds, args.chk)
     refinement_model = "cowtalk" in predictor.dataset_json
+    if refinement_model and args.save_combined:
+        raise UserInputError(f"--save_combined: {folder} is a refinement model (CoWTalk), whose answer is a label "
+                             "map already; give --instructions without --save_combined")
     if refinement_model and not args.instructions:
         raise UserInputError(f"{folder} is a refinement model (CoWTalk): give --instructions, not --prompts")
     if args.instructions:
@@ -138,7 +149,7 @@ def main(argv=None) -> int:
                                  args.edit_scope)
     else:
         options = FolderOptions(args.save_probabilities, args.continue_prediction, args.npp, args.nps, args.part_id,
-                                args.num_parts, args.save_overlays, args.cache, args.text_device)
+                                args.num_parts, args.save_overlays, args.cache, args.text_device, args.save_combined)
         understanding = Understanding(
             args.on_unknown, DEFAULT_MIN_SIMILARITY if args.min_similarity is None else args.min_similarity,
             DEFAULT_MIN_MARGIN if args.min_margin is None else args.min_margin, args.wording)

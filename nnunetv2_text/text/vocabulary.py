@@ -176,7 +176,8 @@ def parse_vocabulary(obj: dict, source: str = "<memory>",
 
     ``dropped_labels``: label names the dataset left out on purpose (``dataset.json`` ``"dropped_regions"``,
     e.g. an atlas region too small at the chosen spacing). A union keeps its other labels ("vermis"
-    without its smallest part is still the vermis the dataset has); a concept with no label left is skipped.
+    without its smallest part is still the vermis the dataset has); a concept with no label left, or a union
+    left with a single label (that region's own concept already names it), is skipped.
     Any other missing name skips the whole concept, because a union of only some of its structures would
     answer for more than the dataset labels.
 
@@ -228,7 +229,8 @@ def parse_vocabulary(obj: dict, source: str = "<memory>",
             # every label of the dataset is named, so a typo cannot go unnoticed)
             logger.info("%s: skipping concept '%s' (labels %s not in the dataset)", source, c["id"], missing)
             continue
-        if not values:
+        if not values or (len(values) == 1 < len(labels)):
+            # all its labels dropped, or a union left with one label: that region's own concept says it
             logger.info("%s: skipping concept '%s' (its labels were dropped from the dataset)", source, c["id"])
             continue
         concepts.append(Concept(str(c["id"]), c["main"].strip(), tuple(s.strip() for s in syns),
