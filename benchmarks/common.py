@@ -14,6 +14,8 @@ import torch
 REQ = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 #: the benchmarks' own trainers (ablations and schedules users do not choose), kept out of the product
 EXT_TRAINERS = Path(__file__).resolve().parent / "ext_trainers"
+#: where the benchmarks write their tables: one file per benchmark, the latest run of each
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
 def benchmark_env(work: Path) -> dict:
@@ -101,8 +103,8 @@ def pipeline_parser(doc: str, trainer: str, subjects: int, test: int, out: str) 
     return p
 
 
-def toy_or_mni_parser(doc: str, workdir_help: str = "working folder (datasets, models, predictions)"
-                      ) -> argparse.ArgumentParser:
+def toy_or_mni_parser(doc: str, results_file: str,
+                      workdir_help: str = "working folder (datasets, models, predictions)") -> argparse.ArgumentParser:
     """The options of the benchmarks that run on the toy or the MNI152 dataset (robustness, orientation,
     light decoder); each adds its own."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,7 +113,7 @@ def toy_or_mni_parser(doc: str, workdir_help: str = "working folder (datasets, m
     p.add_argument("--device", default="cuda")
     p.add_argument("--test", type=int, default=8, help="held-out cases (when the dataset is made here)")
     p.add_argument("--spacing", type=float, default=6.0, help="MNI152 spacing in mm")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"))
+    p.add_argument("--out", default=str(RESULTS / results_file))
     return p
 
 

@@ -11,7 +11,7 @@ Per error type, on held-out subjects, Dice / clDice / Betti-0 error of
 - the network alone: the right instruction with ``--edit_scope all`` (every class may change, islands
   allowed), against the default scope (only the vessels the instruction names, topology kept),
 with the image and without it (``--no-image`` conversion), as in the paper's Table 1. Written to
-docs/COWTALK_RESULTS.md.
+docs/results/cowtalk_refinement.md.
 
 Every step is the real command: phantom -> nnUNetv2_text_convert_cowtalk (with a train/test split) ->
 nnUNetv2_plan_and_preprocess (ResEncM) -> nnUNetv2_text_embed -> nnUNetv2_train -tr TRAINER ->
@@ -42,7 +42,7 @@ from dataset_conversion.cowtalk.phantom import write_phantom_topcow
 from nnunetv2_text.demo.pipeline import command, nnunet_env, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, pipeline_parser, plan_resenc_m  # noqa: E402
+from common import RESULTS, device_name, pipeline_parser, plan_resenc_m  # noqa: E402
 
 DATASET_IDS = {"image": 993, "no image": 992}
 ROUNDS = 3
@@ -196,7 +196,7 @@ def section(mode: str, res: dict) -> List[str]:
 
 
 def main(argv=None) -> int:
-    p = pipeline_parser(__doc__, "CoWTalkRefineTrainer_cpu", 7, 3, "docs/COWTALK_RESULTS.md")
+    p = pipeline_parser(__doc__, "CoWTalkRefineTrainer_cpu", 7, 3, str(RESULTS / "cowtalk_refinement.md"))
     p.add_argument("--variants", type=int, default=8)
     p.add_argument("--modes", nargs="+", choices=tuple(DATASET_IDS), default=list(DATASET_IDS))
     p.add_argument("--reuse", action="store_true",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmarks that docs/PERFORMANCE.md lists, in one call on a lent device machine (device time is
+# The GPU benchmarks of docs/results/performance.md, in one call on a lent device machine (device time is
 # scarce, so each step has its own limit and a failed step does not stop the next). Results land in $OUT.
 #   device run, carry [".gpu"]:  bash benchmarks/gpu.sh
 # .gpu is the overlay of ../shared/gpu/make_overlay.sh (add "voxtell positional-encodings" for step 3).

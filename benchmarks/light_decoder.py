@@ -1,6 +1,6 @@
 """Issue #14: Dice of the light decoder (top decoder stages shared by all prompts) against today's decoder,
 same data, same plans, same schedule, one after the other on the same machine. Writes a section of
-docs/RESULTS.md; the speed side is benchmarks/train_step.py and predict_prompts.py with ``--designs``.
+docs/results/light_decoder.md; the speed side is benchmarks/train_step.py and predict_prompts.py with ``--designs``.
 
 Every step is the real command (dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_text_embed ->
 nnUNetv2_train, once per trainer -> nnUNetv2_text_predict with every single-label concept's main term).
@@ -51,7 +51,7 @@ def summarise(rows: List[Dict]) -> Dict:
 
 
 def main(argv=None) -> int:
-    p = toy_or_mni_parser(__doc__)
+    p = toy_or_mni_parser(__doc__, "light_decoder.md")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--trainers", nargs="+", choices=tuple(LABELS), default=list(LABELS)[:2],
                    help="designs to train; runs of earlier invocations in the same workdir are kept, and new "

@@ -8,7 +8,7 @@
    (``TextFusionTrainer_demo``) and without (``TextFusionTrainer_demoNoPartialLabels``, every unlabelled
    structure taught as absent). Dice of every object on held-out images that show all three.
 
-Results go to a section of docs/RESULTS.md.
+Results go to a section of docs/results/merge.md.
 
     python benchmarks/merge.py --workdir /tmp/merge_bench --scale 2000 --ablation --device cpu
 """
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="trainings per trainer (training is not seeded)")
     p.add_argument("--trainers", nargs="+", choices=tuple(TRAINERS.values()), default=list(TRAINERS.values())[:2])
     p.add_argument("-np", type=int, default=2, help="merge worker processes")
-    p.add_argument("--out", default=str(HERE.parent / "docs" / "RESULTS.md"))
+    p.add_argument("--out", default=str(HERE.parent / "docs" / "results" / "merge.md"))
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)

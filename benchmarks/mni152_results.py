@@ -1,5 +1,5 @@
 """Real anatomy: train on the MNI152-derived dataset, predict held-out subjects, report Dice per prompt and
-the left/right confusion rate in docs/RESULTS.md.
+the left/right confusion rate in docs/results/mni152.md.
 
 Every step is the real command: nnUNetv2_text_convert_mni152 -> nnUNetv2_plan_and_preprocess (ResEncM) ->
 nnUNetv2_text_embed -> nnUNetv2_train -tr TRAINER -> nnUNetv2_text_predict --prompts (every concept's main
@@ -25,7 +25,7 @@ from nnunetv2_text.demo.pipeline import command, nnunet_env, run
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, pipeline_parser, plan_resenc_m  # noqa: E402
+from common import RESULTS, device_name, pipeline_parser, plan_resenc_m  # noqa: E402
 
 DATASET_ID = 994
 
@@ -35,7 +35,7 @@ def _fmt(v) -> str:
 
 
 def main(argv=None) -> int:
-    p = pipeline_parser(__doc__, "TextFusionTrainer_100epochs", 20, 5, "docs/RESULTS.md")
+    p = pipeline_parser(__doc__, "TextFusionTrainer_100epochs", 20, 5, str(RESULTS / "mni152.md"))
     p.add_argument("--spacing", type=float, default=2.0)
     p.add_argument("--paraphrases", action="store_true", help="also predict every synonym (robustness table)")
     args = p.parse_args(argv)

@@ -2,7 +2,7 @@
 
 Every held-out image is predicted as stored and as four copies of the same world image stored
 differently (each voxel axis flipped in turn, and the axes permuted), through the real
-``nnUNetv2_text_predict``. Measures, written to docs/RESULTS.md:
+``nnUNetv2_text_predict``. Measures, written to docs/results/orientation.md:
 
 1. position and size prompts ("the largest / smallest / left-most / ... structure"): the share of
    held-out cases where the answer is the right structure (Dice > 0.8 with the reference mask of the
@@ -167,7 +167,7 @@ def section(dataset: str, r: dict, args, minutes: float, n_cases: int) -> str:
 
 
 def main(argv=None) -> int:
-    p = toy_or_mni_parser(__doc__, "robustness.py's workdir (its model is reused)")
+    p = toy_or_mni_parser(__doc__, "orientation.md", "robustness.py's workdir (its model is reused)")
     p.add_argument("--margin", type=float, default=3.0,
                    help="reference top two closer than this are too close to call: mm (at least one voxel) for "
                         "positions, percent of the volume for sizes")

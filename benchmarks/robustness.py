@@ -1,5 +1,5 @@
 """Language robustness: foreign prompts, paraphrases, and the main terms, with and without foreign-prompt
-training, on the toy or the MNI152 dataset. Writes a section of docs/RESULTS.md.
+training, on the toy or the MNI152 dataset. Writes a section of docs/results/robustness.md.
 
 Every step is the real command (dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_text_embed ->
 nnUNetv2_train, once per trainer -> nnUNetv2_text_predict). The prompts come from
@@ -236,7 +236,7 @@ def section(dataset: str, results: Dict[str, dict], args, timings: Dict[str, Opt
 
 
 def main(argv=None) -> int:
-    p = toy_or_mni_parser(__doc__)
+    p = toy_or_mni_parser(__doc__, "robustness.md")
     p.add_argument("--trainers", nargs="+", choices=tuple(TRAINERS.values()), default=list(TRAINERS.values())[:2])
     p.add_argument("--resume", action="store_true",
                    help="reuse a trainer's saved results in the workdir instead of training it again")

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--case", type=int, nargs=3, default=(96, 96, 80), help="whole-case size (x y z voxels)")
     p.add_argument("--prompts", type=int, nargs="+", default=(1, 3, 10, 30))
     p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--out", default=str(HERE.parent / "docs" / "PERFORMANCE.md"))
+    p.add_argument("--out", default=str(HERE.parent / "docs" / "results" / "voxtell_decoding.md"))
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(max(1, torch.get_num_threads()))
