@@ -148,7 +148,8 @@ class TextSegmenter:
         ``files``: the model's channels (the image, then the shape's binary channels, nnU-Net's naming);
         ``instructions``: one instruction repeated ``rounds`` times, or a list, one round each, as
         ``nnUNetv2_text_predict --instructions`` runs them (:class:`~.refine.Refiner`)."""
-        from nnunetv2_text.inference.refine import Refiner, instruction_steps
+        from nnunetv2_text.inference.prompt_file import instruction_steps
+        from nnunetv2_text.inference.refine import Refiner
 
         refiner = Refiner(self.predictor, edit_scope)
         steps = instruction_steps({"*": instructions if isinstance(instructions, str) else list(instructions)},

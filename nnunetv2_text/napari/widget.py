@@ -206,7 +206,7 @@ class TextSegmentWidget(QWidget):
             raise UserInputError("type an instruction first" if model["refiner"] else
                                  "type at least one prompt, one per line")
         if model["refiner"]:  # one instruction repeated, or one round per line, as --instructions runs them
-            from nnunetv2_text.inference.refine import instruction_steps
+            from nnunetv2_text.inference.prompt_file import instruction_steps
 
             lines = tuple(instruction_steps({"*": lines[0] if len(lines) == 1 else list(lines)}, "image",
                                             self.rounds.value()))
