@@ -11,6 +11,10 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+# error types of a variant's records ("none": the shape is unchanged) belong to the instruction-file format,
+# which the package reads
+from nnunetv2_text.text.instructions import ERROR_TYPES, GLOBAL_ERROR_TYPES, LOCAL_ERROR_TYPES  # noqa: F401
+
 #: TopCoW class id -> short name (official evaluation constants, 2023 and 2024)
 TOPCOW_LABELS: Dict[int, str] = {
     1: "BA", 2: "R-PCA", 3: "L-PCA", 4: "R-ICA", 5: "R-MCA", 6: "L-ICA", 7: "L-MCA",
@@ -51,11 +55,6 @@ TOPCOW_TO_CONTIGUOUS: Dict[int, int] = {v: k for k, v in CONTIGUOUS_TO_TOPCOW.it
 DATASET_LABELS: Dict[str, int] = {"background": 0, **{
     TOPCOW_LABELS[t]: TOPCOW_TO_CONTIGUOUS.get(t, t) for t in SHAPE_CHANNEL_ORDER}}
 
-#: error types of a variant's records ("none": the shape is unchanged)
-GLOBAL_ERROR_TYPES: Tuple[str, ...] = ("global_thickening", "global_thinning", "missing")
-LOCAL_ERROR_TYPES: Tuple[str, ...] = (
-    "local_thickening", "local_thinning", "shortening", "disconnection", "fragmentation")
-ERROR_TYPES: Tuple[str, ...] = ("none",) + GLOBAL_ERROR_TYPES + LOCAL_ERROR_TYPES
 
 #: the vessel each class branches from; its nearest centerline end is the class's proximal end
 PARENT_CLASS: Dict[int, Tuple[int, ...]] = {

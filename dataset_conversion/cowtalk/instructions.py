@@ -23,6 +23,8 @@ from typing import Any, Dict, List, Mapping, Sequence, Union
 import numpy as np
 
 from nnunetv2_text.text.instructions import NO_CHANGE_LONG, NO_CHANGE_SHORT
+from nnunetv2_text.text.instructions import load_instruction_file as _load
+from nnunetv2_text.text.instructions import validate_record as _validate
 
 from .constants import CLASS_TERMS, ERROR_TYPES, TOPCOW_LABELS
 
@@ -166,38 +168,14 @@ def make_record(case_id: str, subject: str, modality: str, variant: int, seed: i
             "instruction_long": " ".join(e["instruction_long"] for e in entries)}
 
 
-_RECORD_KEYS = ("case_id", "subject", "modality", "variant", "seed", "errors", "instruction_short", "instruction_long")
-_ERROR_KEYS = ("type", "label", "class_name", "params", "description", "instruction_short", "instruction_long")
-
-
 def validate_record(obj: Any, source: str = "<record>") -> Dict[str, Any]:
-    """Check an instruction object's keys and values; ValueError names ``source`` and the bad key."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"{source}: expected a JSON object")
-    for key in _RECORD_KEYS:
-        if key not in obj:
-            raise ValueError(f"{source}: missing key '{key}'")
-    if not isinstance(obj["errors"], list) or not obj["errors"]:
-        raise ValueError(f"{source}: 'errors' must be a non-empty list")
-    for i, e in enumerate(obj["errors"]):
-        for key in _ERROR_KEYS:
-            if key not in e:
-                raise ValueError(f"{source}: errors[{i}] misses key '{key}'")
-        if e["type"] not in ERROR_TYPES:
-            raise ValueError(f"{source}: errors[{i}] has unknown type '{e['type']}'")
-        if (e["label"] is None) != (e["type"] == "none") or (e["label"] is not None and e["label"] not in TOPCOW_LABELS):
-            raise ValueError(f"{source}: errors[{i}] has label {e['label']!r}, which does not fit type '{e['type']}'")
-    return obj
+    """The package's check of an instruction record, with TopCoW's label ids."""
+    return _validate(obj, source, TOPCOW_LABELS)
 
 
 def load_instruction_file(path: Union[str, Path]) -> Dict[str, Any]:
-    """Read and validate one ``instructions{Tr,Ts}/<case_id>.json``."""
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read instruction file ({e})") from None
-    return validate_record(obj, str(path))
+    """Read and validate one ``instructions{Tr,Ts}/<case_id>.json`` (the package's reader, TopCoW's labels)."""
+    return _load(path, TOPCOW_LABELS)
 
 
 def load_case_instructions(dataset_folder: Union[str, Path], case_id: str) -> Dict[str, Any]:

@@ -14,8 +14,16 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence
+from typing import Any, Collection, Dict, Iterable, List, Sequence, Union
 
+from nnunetv2_text.errors import UserInputError
+
+#: error types of an instruction record ("none": the shape is unchanged)
+GLOBAL_ERROR_TYPES = ("global_thickening", "global_thinning", "missing")
+LOCAL_ERROR_TYPES = ("local_thickening", "local_thinning", "shortening", "disconnection", "fragmentation")
+ERROR_TYPES = ("none",) + GLOBAL_ERROR_TYPES + LOCAL_ERROR_TYPES
+RECORD_KEYS = ("case_id", "subject", "modality", "variant", "seed", "errors", "instruction_short", "instruction_long")
+ERROR_KEYS = ("type", "label", "class_name", "params", "description", "instruction_short", "instruction_long")
 NO_CHANGE = "The segmentation is correct; leave it unchanged."
 INSTRUCTIONS_FILE = "instructions.json"
 #: the sentences of the conversion's "none" variants: instructions that ask for no edit. A refiner answers
@@ -54,6 +62,40 @@ def join_instructions(errors: Sequence[dict], kind: str) -> str:
     return " ".join(e[kind] for e in errors) if errors else NO_CHANGE
 
 
+def validate_record(obj: Any, source: str = "<record>", labels: Collection[int] = ()) -> Dict[str, Any]:
+    """Check an instruction record's keys and values (``labels``: the label ids an error may name, in the
+    file's own convention; empty: any); the error names ``source`` and the key at fault."""
+    if not isinstance(obj, dict):
+        raise UserInputError(f"{source}: expected a JSON object")
+    for key in RECORD_KEYS:
+        if key not in obj:
+            raise UserInputError(f"{source}: missing key '{key}'")
+    if not isinstance(obj["errors"], list) or not obj["errors"]:
+        raise UserInputError(f"{source}: 'errors' must be a non-empty list")
+    for i, e in enumerate(obj["errors"]):
+        for key in ERROR_KEYS:
+            if not isinstance(e, dict) or key not in e:
+                raise UserInputError(f"{source}: errors[{i}] misses key '{key}'")
+        if e["type"] not in ERROR_TYPES:
+            raise UserInputError(f"{source}: errors[{i}] has unknown type '{e['type']}'")
+        if (e["label"] is None) != (e["type"] == "none") or (e["label"] is not None and labels
+                                                             and e["label"] not in labels):
+            raise UserInputError(f"{source}: errors[{i}] has label {e['label']!r}, which does not fit type "
+                                 f"'{e['type']}'")
+    return obj
+
+
+def load_instruction_file(path: Union[str, Path], labels: Collection[int] = ()) -> Dict[str, Any]:
+    """Read and validate one ``instructions{Tr,Ts}/<case_id>.json``: the one reader of the format, for the
+    conversion's checks and for ``nnUNetv2_text_embed`` alike."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserInputError(f"{path}: cannot read instruction file ({e})") from None
+    return validate_record(obj, str(path), labels)
+
+
 def read_case_instructions(raw_dataset: Path, dataset_json: dict, folders: Iterable[str] = ("instructionsTr",
                                                                                              "instructionsTs")
                            ) -> Dict[str, List[dict]]:
@@ -65,15 +107,10 @@ def read_case_instructions(raw_dataset: Path, dataset_json: dict, folders: Itera
         if not folder.is_dir():
             continue
         for f in sorted(folder.glob("*.json")):
-            rec = json.loads(f.read_text(encoding="utf-8"))
-            errors = []
-            for e in rec["errors"]:
-                if e["type"] != "none" and e["label"] is None:
-                    raise ValueError(f"{f}: error of type {e['type']} has no label")
-                errors.append({"type": e["type"],
-                               "label": None if e["label"] is None else contiguous_id(to_contiguous, e["label"]),
-                               "short": e["instruction_short"], "long": e["instruction_long"]})
-            out[rec["case_id"]] = errors
+            rec = load_instruction_file(f)
+            out[rec["case_id"]] = [
+                {"type": e["type"], "label": None if e["label"] is None else contiguous_id(to_contiguous, e["label"]),
+                 "short": e["instruction_short"], "long": e["instruction_long"]} for e in rec["errors"]]
     return out
 
 
