@@ -227,7 +227,9 @@ def test_refiner_returns_its_input_shape_exactly_at_initialisation():
         torch.nn.functional.cross_entropy(net(x, text)[0], target).backward()
         opt.step()
     with torch.no_grad():
-        assert (net(x, text)[0].argmax(1) == target).float().mean() > 0.2
+        # from 0 (the prior reproduces the input, and every target class differs from it) to 0.61 in these 15
+        # steps (seeded); 0.5 leaves that margin and is well above chance (1/3 for three classes)
+        assert (net(x, text)[0].argmax(1) == target).float().mean() > 0.5
     # without the prior (the old design), an untrained network does not reproduce its input
     plain = net_for(4, in_ch=3, outputs_per_prompt=3)
     with torch.no_grad():
