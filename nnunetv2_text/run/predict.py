@@ -24,6 +24,7 @@ PROG = "nnUNetv2_text_predict"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """``nnUNetv2_predict``'s flags in its spelling, plus prompts, understanding and refinement."""
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-i", required=True, help="input folder (nnU-Net naming: CASE_0000.nii.gz, ...)")
     p.add_argument("-o", required=True, help="output folder")
@@ -40,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit_scope", choices=("named", "all"), default="named",
                    help="refinement: 'named' (default) lets a round change only the vessels its instruction names, "
                         "and never add a vessel island; 'all' takes the network's output everywhere")
+    _model_and_inference_args(p)
+    _output_and_job_args(p)
+    _understanding_args(p)
+    return p
+
+
+def _model_and_inference_args(p: argparse.ArgumentParser) -> None:
+    """Which model, and how nnU-Net's sliding window runs it."""
     p.add_argument("-d", help="dataset id or name (with -c, -tr, -p; or give the model folder with -m)")
     p.add_argument("-c", help="configuration, e.g. 3d_fullres")
     p.add_argument("-m", help="trained model folder (as nnUNetv2_predict_from_modelfolder's -m); replaces -d/-c/-tr/-p")
@@ -50,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-step_size", "--step_size", dest="step_size", type=float, default=0.5,
                    help="sliding-window step as a fraction of the patch (default 0.5)")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring (left-right is never mirrored anyway)")
+
+
+def _output_and_job_args(p: argparse.ArgumentParser) -> None:
+    """What is written, and how the work is split (processes, array jobs, device)."""
     p.add_argument("--verbose", action="store_true", help="log nnU-Net's per-case details")
     p.add_argument("--save_probabilities", action="store_true", help="also write <case>_<slug>.npz probabilities")
     p.add_argument("--save_overlays", action="store_true",
@@ -71,17 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable_progress_bar", action="store_true", help="no tqdm progress bars")
     p.add_argument("--not_on_device", action="store_true",
                    help="keep the sliding-window aggregation in CPU memory (large images on small GPUs)")
+
+
+def _understanding_args(p: argparse.ArgumentParser) -> None:
+    """How prompts are read: unknown prompts, wordings, the embedding cache."""
     p.add_argument("--on_unknown", choices=ON_UNKNOWN, default="warn",
                    help="an unknown prompt (see --min_similarity and --min_margin): warn "
                         "(write the mask, flag it in the manifest), empty (write an empty mask, flagged) or "
                         "error (refuse before writing anything). Default: warn")
     p.add_argument("--min_similarity", type=float, default=None,
                    help="cosine similarity (after centring) below which a prompt is unknown "
-                        f"(default: {DEFAULT_MIN_SIMILARITY}, chosen in docs/RESULTS.md)")
+                        f"(default: {DEFAULT_MIN_SIMILARITY}, docs/DECISIONS.md)")
     p.add_argument("--min_margin", type=float, default=None,
                    help="a prompt is also unknown when its nearest training term beats the mean similarity of "
                         "its nearest foreign phrases (taught to give nothing) by less than this "
-                        f"(default: {DEFAULT_MIN_MARGIN}, chosen in docs/RESULTS.md)")
+                        f"(default: {DEFAULT_MIN_MARGIN}, docs/DECISIONS.md)")
     p.add_argument("--wording", choices=WORDINGS, default=DEFAULT_WORDING,
                    help="what the network is given for a known prompt: its own embedding (as_written, as "
                         "VoxTell does) or its nearest training term's (nearest_term: the answer depends on the "
@@ -90,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt_batch_size", type=int, default=16, help="prompts decoded together per tile")
     p.add_argument("--cache", default=None, help="embedding cache (default: the model folder's text/ cache)")
     p.add_argument("--text_device", default="cpu", help="device for encoding prompts missing from the cache")
-    return p
 
 
 def model_folder(args: argparse.Namespace) -> str:
