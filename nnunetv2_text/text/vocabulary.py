@@ -169,6 +169,42 @@ def _label_name_to_value(dataset_labels: Mapping[str, Union[int, Sequence[int]]]
     return out
 
 
+def _concept_labels(c: dict, where: str, names: Optional[Dict[str, int]], dropped: set, source: str
+                    ) -> Optional[List[int]]:
+    """A concept's label values, its names resolved with ``names`` (None: the dataset's labels are unknown);
+    None when the concept is to be skipped for this dataset (see :func:`parse_vocabulary`)."""
+    labels = c["labels"]
+    if isinstance(labels, (int, str)):
+        labels = [labels]
+    if not labels:
+        raise VocabularyError(f"{where}: 'labels' is empty")
+    values, missing = [], []
+    for lab in labels:
+        if isinstance(lab, str):
+            if names is None:
+                raise VocabularyError(f"{where}: label name '{lab}' needs the dataset's labels to resolve")
+            if lab not in names:
+                if lab not in dropped:
+                    missing.append(lab)
+                continue
+            values.append(names[lab])
+        elif isinstance(lab, int) and not isinstance(lab, bool):
+            values.append(int(lab))
+        else:
+            raise VocabularyError(f"{where}: label {lab!r} is neither a label value nor a label name")
+    if missing:
+        # label names make a shipped vocabulary portable: a dataset with a subset of its structures
+        # simply does not get the concepts it lacks (validate_against_dataset still demands that
+        # every label of the dataset is named, so a typo cannot go unnoticed)
+        logger.info("%s: skipping concept '%s' (labels %s not in the dataset)", source, c["id"], missing)
+        return None
+    if not values or (len(values) == 1 < len(labels)):
+        # all its labels dropped, or a union left with one label: that region's own concept says it
+        logger.info("%s: skipping concept '%s' (its labels were dropped from the dataset)", source, c["id"])
+        return None
+    return values
+
+
 def parse_vocabulary(obj: dict, source: str = "<memory>",
                      dataset_labels: Optional[Mapping[str, Union[int, Sequence[int]]]] = None,
                      dropped_labels: Iterable[str] = ()) -> Vocabulary:
@@ -204,34 +240,8 @@ def parse_vocabulary(obj: dict, source: str = "<memory>",
             raise VocabularyError(f"{where}: 'synonyms' must be a list of non-empty strings")
         if len(syns) < MIN_SYNONYMS:
             raise VocabularyError(f"{where}: needs at least {MIN_SYNONYMS} synonyms, has {len(syns)}")
-        labels = c["labels"]
-        if isinstance(labels, (int, str)):
-            labels = [labels]
-        if not labels:
-            raise VocabularyError(f"{where}: 'labels' is empty")
-        values, missing = [], []
-        for lab in labels:
-            if isinstance(lab, str):
-                if dataset_labels is None:
-                    raise VocabularyError(f"{where}: label name '{lab}' needs the dataset's labels to resolve")
-                if lab not in names:
-                    if lab not in dropped:
-                        missing.append(lab)
-                    continue
-                values.append(names[lab])
-            elif isinstance(lab, int) and not isinstance(lab, bool):
-                values.append(int(lab))
-            else:
-                raise VocabularyError(f"{where}: label {lab!r} is neither a label value nor a label name")
-        if missing:
-            # label names make a shipped vocabulary portable: a dataset with a subset of its structures
-            # simply does not get the concepts it lacks (validate_against_dataset still demands that
-            # every label of the dataset is named, so a typo cannot go unnoticed)
-            logger.info("%s: skipping concept '%s' (labels %s not in the dataset)", source, c["id"], missing)
-            continue
-        if not values or (len(values) == 1 < len(labels)):
-            # all its labels dropped, or a union left with one label: that region's own concept says it
-            logger.info("%s: skipping concept '%s' (its labels were dropped from the dataset)", source, c["id"])
+        values = _concept_labels(c, where, names if dataset_labels is not None else None, dropped, source)
+        if values is None:
             continue
         concepts.append(Concept(str(c["id"]), c["main"].strip(), tuple(s.strip() for s in syns),
                                 tuple(sorted(set(values)))))
