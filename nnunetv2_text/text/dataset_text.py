@@ -111,6 +111,33 @@ def load_dataset_text(preprocessed_dataset_base: Path, dataset_json: dict,
     return DatasetText(vocab, terms, emb, enc["model_id"], enc["instruction"], foreign)
 
 
+def _write_foreign_pool(folder: Path, cache: EmbeddingCache, encoder, vocabulary) -> tuple:
+    """The dataset's foreign-prompt pool, embedded and written -> (pool, texts newly cached, left out as too
+    close to the vocabulary)."""
+    candidates = foreign_prompt_pool(vocabulary)
+    own = vocabulary.all_terms()
+    added = cache.update_with(encoder, own + candidates)
+    foreign = drop_close_to_vocabulary(candidates, cache.get(encoder.model_id, encoder.instruction, candidates),
+                                       cache.get(encoder.model_id, encoder.instruction, own))
+    left_out = len(candidates) - len(foreign)
+    logger.info("foreign-prompt pool: %d terms (%d too close to the vocabulary left out)", len(foreign), left_out)
+    atomic_write_json(folder / FOREIGN_FILE, pool_file_content(foreign))
+    return foreign, added, left_out
+
+
+def _copy_sources(raw_dataset_folder: Path, folder: Path, vocabulary, src) -> None:
+    """A merged dataset's partial-label record, checked against the vocabulary, into the text folder."""
+    sources = load_sources(raw_dataset_folder / SOURCES_FILE)
+    if sources is None:
+        return
+    unknown = sorted({c for s in sources.sources.values() for c in s["annotated_concepts"]}
+                     - {c.id for c in vocabulary.concepts})
+    if unknown:
+        raise UserInputError(f"{raw_dataset_folder / SOURCES_FILE}: annotated concepts {unknown} are not in "
+                             f"the vocabulary {src}")
+    atomic_write_json(folder / SOURCES_FILE, sources.to_dict())
+
+
 def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Path, encoder,
                          vocab: Optional[str] = None, extra_texts: Sequence[str] = ()) -> dict:
     """Validate the vocabulary, embed what the cache lacks, and write the text folder atomically.
@@ -142,23 +169,9 @@ def prepare_dataset_text(raw_dataset_folder: Path, preprocessed_dataset_base: Pa
         extra_texts += all_instruction_texts(cases)
         atomic_write_json(folder / INSTRUCTIONS_FILE, cases)
     else:  # a segmentation dataset: prompts that name nothing here, to be taught "not here"
-        candidates = foreign_prompt_pool(vocabulary)
-        own = vocabulary.all_terms()
-        added += cache.update_with(encoder, own + candidates)
-        foreign = drop_close_to_vocabulary(candidates, cache.get(encoder.model_id, encoder.instruction, candidates),
-                                           cache.get(encoder.model_id, encoder.instruction, own))
-        left_out = len(candidates) - len(foreign)
-        logger.info("foreign-prompt pool: %d terms (%d too close to the vocabulary left out)", len(foreign), left_out)
+        foreign, added, left_out = _write_foreign_pool(folder, cache, encoder, vocabulary)
         extra_texts += foreign
-        atomic_write_json(folder / FOREIGN_FILE, pool_file_content(foreign))
-    sources = load_sources(raw_dataset_folder / SOURCES_FILE)  # a merged dataset's partial-label record
-    if sources is not None:
-        unknown = sorted({c for s in sources.sources.values() for c in s["annotated_concepts"]}
-                         - {c.id for c in vocabulary.concepts})
-        if unknown:
-            raise UserInputError(f"{raw_dataset_folder / SOURCES_FILE}: annotated concepts {unknown} are not in "
-                                 f"the vocabulary {src}")
-        atomic_write_json(folder / SOURCES_FILE, sources.to_dict())
+    _copy_sources(raw_dataset_folder, folder, vocabulary, src)
     texts = list(dict.fromkeys(list(vocabulary.all_terms()) + extra_texts))
     for t in texts:
         if not t.strip():
