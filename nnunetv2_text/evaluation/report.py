@@ -197,22 +197,32 @@ def evaluate_folder(pred_folder: PathLike, ref_folder: PathLike, vocab: Union[Pa
     write_csv(out / "metrics.csv", rows, CSV_COLUMNS)
     if rob:
         write_csv(out / "robustness.csv", rob, ROBUSTNESS_COLUMNS)
-    figures = plots.boxplots(plots.per_group_values([r for r in rows if not r["is_negative"]], "concept", "dice"),
-                             out / "dice_boxplot", "Dice per concept (positive prompts)")
-    if rob:
-        figures += plots.boxplots({r["concept"]: r["values"] for r in rob}, out / "robustness_boxplot",
-                                  "Dice over paraphrases (all cases x wordings)")
-    summary["figures"] = [p.name for p in figures]
-    for job in jobs:
-        if job.case in images:
-            write_case_overlay(out / OVERLAYS / f"{job.case}.png", images[job.case], manifest.folder,
-                               {p.prompt: manifest.records[job.case][p.prompt] for p in job.prompts}, job.ref_file,
-                               {p.prompt: p.labels for p in job.prompts}, title=job.case)
+    summary["figures"] = [p.name for p in _draw_figures(out, rows, rob)]
+    _draw_overlays(out, jobs, images, manifest)
     summary["overlays"] = OVERLAYS if images else None
     atomic_write_json(out / "summary.json", json_safe(summary))
     atomic_write_text(out / "report.md", render_report(summary))
     logger.info("wrote %s", out)
     return summary
+
+
+def _draw_figures(out: Path, rows: list, rob: list) -> list:
+    """Dice per concept, and Dice over paraphrases where there are any: the written files."""
+    figures = plots.boxplots(plots.per_group_values([r for r in rows if not r["is_negative"]], "concept", "dice"),
+                             out / "dice_boxplot", "Dice per concept (positive prompts)")
+    if rob:
+        figures += plots.boxplots({r["concept"]: r["values"] for r in rob}, out / "robustness_boxplot",
+                                  "Dice over paraphrases (all cases x wordings)")
+    return figures
+
+
+def _draw_overlays(out: Path, jobs: Sequence[CaseJob], images: dict, manifest) -> None:
+    """``overlays/<case>.png`` for each case with an image: prediction and reference outlined."""
+    for job in jobs:
+        if job.case in images:
+            write_case_overlay(out / OVERLAYS / f"{job.case}.png", images[job.case], manifest.folder,
+                               {p.prompt: manifest.records[job.case][p.prompt] for p in job.prompts}, job.ref_file,
+                               {p.prompt: p.labels for p in job.prompts}, title=job.case)
 
 
 def overlay_image_files(jobs: Sequence[CaseJob], images_folder: PathLike, file_ending: str) -> dict:
