@@ -186,6 +186,16 @@ def nnunet_plans(arch_kwargs: dict, patch_size: List[int], dataset_name: str) ->
             "batch_dice": False}}}
 
 
+def _read_embedding_bank(path, text_dim: int) -> tuple:
+    """(lower-cased labels, float32 vectors) of VoxTell's ``.npz`` bank, checked against the model's dim."""
+    with np.load(path, allow_pickle=False) as z:
+        labels, vectors = [str(s).lower() for s in z["labels"]], np.asarray(z["embeddings"], np.float32)
+    if vectors.ndim != 2 or vectors.shape[1] != text_dim or len(labels) != len(vectors):
+        raise VoxTellImportError(f"{path}: embeddings of shape {vectors.shape} for {len(labels)} "
+                                 f"labels, the model takes {text_dim}-dim embeddings")
+    return labels, vectors
+
+
 def import_voxtell(voxtell_folder, results_root, dataset_id: int, name: str = "VoxTell",
                    embedding_bank=None, overwrite: bool = False) -> Path:
     """VoxTell model folder -> ``<results_root>/DatasetXXX_name/TextFusionTrainer_VoxTell__nnUNetPlans__3d_fullres``
@@ -227,14 +237,7 @@ def import_voxtell(voxtell_folder, results_root, dataset_id: int, name: str = "V
                   "init_args": {"plans": plans, "configuration": IMPORT_CONFIGURATION, "fold": 0,
                                 "dataset_json": dataset_json, "device": "cpu"},
                   "trainer_name": IMPORT_TRAINER, "inference_allowed_mirroring_axes": None, "text": text_entry}
-    bank = None
-    if embedding_bank is not None:
-        with np.load(embedding_bank, allow_pickle=False) as z:
-            labels, vectors = [str(s).lower() for s in z["labels"]], np.asarray(z["embeddings"], np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != config.text_dim or len(labels) != len(vectors):
-            raise VoxTellImportError(f"{embedding_bank}: embeddings of shape {vectors.shape} for {len(labels)} "
-                                     f"labels, the model takes {config.text_dim}-dim embeddings")
-        bank = (labels, vectors)
+    bank = None if embedding_bank is None else _read_embedding_bank(embedding_bank, config.text_dim)
 
     others = [d for d in Path(results_root).glob(f"Dataset{int(dataset_id):03d}_*") if d.name != dataset_name]
     if others:

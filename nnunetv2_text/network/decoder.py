@@ -72,21 +72,26 @@ class TextFusionDecoder(nn.Module):
                 self.seg_layers.append(encoder.conv_op(out_c, outputs_per_prompt, 1, 1, 0, bias=True))
             below = out_c
         if self.light_stages:
-            # an image-only decoder, run once per image: its top stages are the features the prompts share
-            self.shared_transpconvs, self.shared_stages = nn.ModuleList(), nn.ModuleList()
-            for s in range(n_dec):
-                up, stage = up_stage(s, chans[-(s + 1)])
-                self.shared_transpconvs.append(up)
-                self.shared_stages.append(stage)
-            # the thin per-prompt path: upsample the prompt's state, add its dot products with the shared
-            # features, mix by a 1x1x1 convolution
-            self.light_up, self.light_mix = nn.ModuleList(), nn.ModuleList()
-            for s in self.light_stages:
-                stride = encoder.strides[-(s + 1)]
-                self.light_up.append(transpconv(below, light_channels, stride, stride, bias=encoder.conv_bias))
-                self.light_mix.append(conv_stage(2 * light_channels, light_channels, 1, 1))
-                self.seg_layers.append(encoder.conv_op(light_channels, outputs_per_prompt, 1, 1, 0, bias=True))
-                below = light_channels
+            self._build_light_path(encoder, up_stage, conv_stage, below, light_channels)
+
+    def _build_light_path(self, encoder: nn.Module, up_stage, conv_stage, below: int, light_channels: int) -> None:
+        """The light stages: an image-only decoder, run once per image, whose top stages are the features
+        the prompts share; and the thin per-prompt path (upsample the prompt's state, add its dot products
+        with the shared features, mix by a 1x1x1 convolution) with a head per light stage."""
+        chans = list(encoder.output_channels)
+        transpconv = get_matching_convtransp(conv_op=encoder.conv_op)
+        self.shared_transpconvs, self.shared_stages = nn.ModuleList(), nn.ModuleList()
+        for s in range(self.num_stages):
+            up, stage = up_stage(s, chans[-(s + 1)])
+            self.shared_transpconvs.append(up)
+            self.shared_stages.append(stage)
+        self.light_up, self.light_mix = nn.ModuleList(), nn.ModuleList()
+        for s in self.light_stages:
+            stride = encoder.strides[-(s + 1)]
+            self.light_up.append(transpconv(below, light_channels, stride, stride, bias=encoder.conv_bias))
+            self.light_mix.append(conv_stage(2 * light_channels, light_channels, 1, 1))
+            self.seg_layers.append(encoder.conv_op(light_channels, self.outputs_per_prompt, 1, 1, 0, bias=True))
+            below = light_channels
 
     def forward(self, skips: List[torch.Tensor], guidance: List[Optional[torch.Tensor]], num_prompts: int):
         """skips: encoder outputs (B, C_k, ...), bottleneck last; guidance[s]: (B, N, G, C_s) or None.
