@@ -172,6 +172,12 @@ def test_bad_refinement_input_is_refused_before_anything_is_written(cowtalk_mode
     res = _refine(cowtalk_model, nnunet_env, inp, out, vague, check=False)
     assert res.returncode == 2 and f"case '{case}', round 2" in res.stderr and "names no vessel" in res.stderr
     assert not out.exists()
+    # an instruction that names a vessel but no edit (no verb the edit reader knows)
+    verbless = tmp_path / "verbless.json"
+    verbless.write_text(json.dumps({"cases": {case: ["Thin the basilar artery.", "The basilar artery, please."]}}))
+    res = _refine(cowtalk_model, nnunet_env, inp, out, verbless, check=False)
+    assert res.returncode == 2 and f"case '{case}', round 2" in res.stderr and "asks for no edit" in res.stderr
+    assert "The basilar artery, please." in res.stderr and not out.exists()
     # a shape channel that is not binary
     one = tmp_path / "one.txt"
     one.write_text("Thin the basilar artery.")

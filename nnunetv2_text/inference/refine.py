@@ -30,8 +30,8 @@ from scipy import ndimage
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.prompt_file import instruction_steps
-from nnunetv2_text.text.instructions import (contiguous_id, contiguous_to_original, is_no_change,
-                                             original_to_contiguous)
+from nnunetv2_text.text.instructions import (EDITS, contiguous_id, contiguous_to_original, is_no_change,
+                                             original_to_contiguous, read_edits)
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
 
 
@@ -103,13 +103,20 @@ class Refiner:
         return sorted({v for c in self.p.vocabulary.mentions(instruction) for v in c.labels})
 
     def check_instructions(self, case: str, steps: Sequence[str]) -> None:
-        """Under scope 'named' every instruction that asks for an edit must name a vessel the model knows."""
+        """Every instruction that asks for an edit must say which (a verb :func:`read_edits` reads), and under
+        scope 'named' name a vessel the model knows; refused before anything is written."""
         for k, instruction in enumerate(steps):
-            if not is_no_change(instruction) and self.named_classes(instruction) == []:
+            if is_no_change(instruction):
+                continue
+            if self.named_classes(instruction) == []:
                 raise UserInputError(
                     f"case '{case}', round {k + 1}: the instruction '{instruction}' names no vessel this model "
                     f"knows (for example '{self.p.vocabulary.concepts[0].main}'); name the vessel to edit, or "
                     "let the network edit every class with --edit_scope all")
+            if not read_edits(instruction):
+                raise UserInputError(
+                    f"case '{case}', round {k + 1}: the instruction '{instruction}' asks for no edit this model "
+                    f"reads; start it with what to do ({', '.join(EDITS)})")
 
     def check_shapes(self, case: str, files: Sequence[str], data: np.ndarray) -> None:
         """A shape channel must be binary: anything else is a user's mistake, named before any output."""

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterable, List, Sequence, Union
+from typing import Any, Collection, Dict, Iterable, List, Optional, Sequence, Union
 
 from nnunetv2_text.errors import UserInputError
 
@@ -40,6 +41,64 @@ def is_no_change(instruction: str) -> bool:
     """True for an empty instruction or one of the no-edit sentences (case and spacing ignored)."""
     key = " ".join(instruction.casefold().strip().rstrip(".!").split())
     return not key or key in _NO_CHANGE_KEYS
+
+
+#: the edits a corrective instruction may ask for; an edit and its inverse undo each other
+EDITS = ("thicken", "thin", "extend", "shorten", "reconnect", "add", "remove_fragment", "remove")
+INVERSE_EDIT = {"thicken": "thin", "thin": "thicken", "extend": "shorten", "shorten": "extend", "add": "remove",
+                "remove": "add"}
+#: the verb that opens a clause -> the edit it asks for (``None``: decided by the rest of the clause)
+_VERBS = {
+    **dict.fromkeys(("thicken", "widen", "broaden", "enlarge", "dilate", "fatten", "grow", "expand"), "thicken"),
+    **dict.fromkeys(("thin", "slim", "narrow", "shrink", "erode"), "thin"),
+    **dict.fromkeys(("extend", "lengthen", "continue", "prolong", "elongate"), "extend"),
+    **dict.fromkeys(("shorten", "truncate", "trim", "cut", "clip"), "shorten"),
+    **dict.fromkeys(("reconnect", "connect", "join", "close", "fill", "bridge", "repair", "link", "merge"), "reconnect"),
+    **dict.fromkeys(("add", "segment", "draw", "restore", "include", "label"), "add"),
+    **dict.fromkeys(("remove", "delete", "erase", "discard"), None),
+    **dict.fromkeys(("make", "reduce", "decrease", "increase", "lower", "raise"), None),
+}
+_COMPARATIVES = {"thinner": "thin", "narrower": "thin", "slimmer": "thin", "thicker": "thicken", "wider": "thicken",
+                 "broader": "thicken", "longer": "extend", "shorter": "shorten", "continuous": "reconnect"}
+_SIZE_WORDS = {"thickness": "thin", "radius": "thin", "width": "thin", "diameter": "thin", "caliber": "thin",
+               "length": "shorten"}
+_FRAGMENT_WORDS = {"fragment", "fragments", "island", "islands", "piece", "pieces", "blob", "stray", "spurious"}
+_FILLERS = {"please", "then", "now", "also", "and", "so", "just", "simply"}
+
+
+def _clause_edit(words: List[str]) -> Optional[str]:
+    """The edit of one clause, read from the imperative verb that opens it (None: it asks for none)."""
+    while words and words[0] in _FILLERS:
+        words = words[1:]
+    if not words or words[0] not in _VERBS:
+        return None
+    verb, rest = words[0], set(words[1:])
+    if _VERBS[verb] is not None:
+        return _VERBS[verb]
+    if verb in ("remove", "delete", "erase", "discard"):
+        return "remove_fragment" if rest & _FRAGMENT_WORDS else "remove"
+    if verb == "make":
+        return next((_COMPARATIVES[w] for w in words[1:] if w in _COMPARATIVES), None)
+    size = next((_SIZE_WORDS[w] for w in words[1:] if w in _SIZE_WORDS), None)
+    if size is None:
+        return None
+    grow = verb in ("increase", "raise")
+    return INVERSE_EDIT[size] if grow else size
+
+
+def read_edits(instruction: str) -> List[str]:
+    """The edits an instruction asks for, in order (``["none"]`` for a no-change sentence): each clause
+    (split at '.', ';' and ':') is read from the imperative verb that opens it, so a description such as
+    "the MCA is too thin" asks for nothing and "thicken it" for a thickening. Verbs, not vessels: which
+    vessel a round edits is the vocabulary's business (:meth:`Refiner.named_classes`)."""
+    if is_no_change(instruction):
+        return ["none"]
+    out: List[str] = []
+    for clause in re.split(r"[.;:!?]", instruction.casefold()):
+        edit = _clause_edit(re.findall(r"[a-z]+", clause))
+        if edit is not None and edit not in out:
+            out.append(edit)
+    return out
 
 
 def contiguous_to_original(dataset_json: dict) -> Dict[int, int]:
