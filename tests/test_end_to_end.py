@@ -151,3 +151,32 @@ def test_training_case_without_foreground_is_named(toy_dataset, tmp_path):
     save_pickle(props, str(tmp_path / "toy_000.pkl"))
     with pytest.raises(RuntimeError, match="training case 'toy_000' has no foreground voxel"):
         check_cases_have_foreground(str(tmp_path), ["toy_000"])
+
+
+def test_the_command_equals_the_steps_composed_by_hand(predictions, trained_model, toy_dataset):
+    """Bit for bit: the command's masks (one PromptPlan per run, export from a CasePrompts) equal those of
+    the predictor's steps written out one by one, as the prediction code ran them before the plan existed:
+    embed, understand, reword to the nearest term, predict the case, threshold, write. A refactoring of the
+    prediction path that changes any mask fails here."""
+    from nnunetv2_text.inference.export import logits_to_masks
+    from nnunetv2_text.inference.prompt_file import DEFAULT_MIN_MARGIN, DEFAULT_MIN_SIMILARITY
+    from nnunetv2_text.utils.orientation import to_storage_layout
+
+    p = TextPredictor(device=torch.device("cpu"), perform_everything_on_device=False, allow_tqdm=False)
+    p.initialize_from_trained_model_folder(str(trained_model["folder"]), (0,), "checkpoint_final.pth")
+    prompts = list(POSITIVE)
+    emb = p.embed_prompts(prompts)
+    understood = p.understand(prompts, emb, DEFAULT_MIN_SIMILARITY, min_margin=DEFAULT_MIN_MARGIN)
+    emb = p.reword(prompts, emb, understood, "nearest_term")
+    pre = p.configuration_manager.preprocessor_class(verbose=False)
+    for case, recs in predictions["manifest"]["cases"].items():
+        files = [str(toy_dataset["raw"] / "imagesTs" / f"{case}_0000.nii.gz")]
+        data, props = p.plans_manager.image_reader_writer_class().read_images(files)
+        data, _, props = pre.run_case_npy(data, None, props, p.plans_manager, p.configuration_manager,
+                                          p.dataset_json)
+        logits = p.predict_case_logits(torch.from_numpy(data).float(), emb)
+        masks, _ = logits_to_masks(logits, props, p.plans_manager, p.configuration_manager)
+        for i, prompt in enumerate(prompts):
+            written = read(predictions["folder"] / recs[prompt]["file"])
+            np.testing.assert_array_equal(written, to_storage_layout(masks[i], props), err_msg=f"{case} {prompt}")
+            assert recs[prompt]["understood"]["concept"] == understood[prompt]["concept"]
