@@ -68,6 +68,12 @@ def qt_display():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("QT_QPA_PLATFORM", "offscreen")
         mp.setenv("DISPLAY", display)
+        from napari.qt import get_qapp
+        from qtpy.QtGui import QOpenGLContext
+
+        get_qapp()  # Qt binds to the display now, once per process
+        if not QOpenGLContext().create():  # say so here, not as a vispy error in every test
+            pytest.fail(f"no OpenGL on Qt's offscreen platform through X display {display}")
         yield display
 
 
