@@ -4,7 +4,9 @@ the viewer's right whatever the storage, empty prompts listed and not drawn; wri
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -15,9 +17,12 @@ from conftest import cli, predict_args, run_cli
 from nnunetv2_text.demo.toy import TRAIN_CASES
 from nnunetv2_text.evaluation.overlays import (REFERENCE_COLOUR, overlay_figure, patient_array, prompt_colours,
                                                view_slice, write_case_overlay, write_overlay)
+from nnunetv2_text.utils.io import atomic_path
 
 #: the third held-out toy case: ball and box, no rod
 CASE_C = f"toy_{TRAIN_CASES + 2:03d}"
+#: with NNUNETV2_TEXT_DOCS_IMAGES=1 the evaluated toy case's picture is copied here (docs/VIEWING.md shows it)
+DOCS_IMAGE = Path(__file__).resolve().parents[1] / "docs" / "images" / "overlay_toy.png"
 
 
 def read_png(path) -> np.ndarray:
@@ -165,3 +170,6 @@ def test_predict_and_evaluate_write_overlays(toy_dataset, trained_model, nnunet_
         assert ndimage.binary_dilation(ref2d, iterations=1)[hits[:, 0], hits[:, 1]].all()
         white += len(hits)
     assert white > 0, "the reference is outlined in white"
+    if os.environ.get("NNUNETV2_TEXT_DOCS_IMAGES"):
+        with atomic_path(DOCS_IMAGE) as tmp:
+            shutil.copyfile(report / "overlays" / f"{CASE_C}.png", tmp)
