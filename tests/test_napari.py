@@ -170,18 +170,19 @@ def test_refinement_model_asks_for_instructions_and_rounds(viewer, widget, tmp_p
 
 def window_picture(viewer) -> np.ndarray:
     """A screenshot of the whole viewer window. Qt's offscreen platform leaves an OpenGL widget black in a
-    window grab, so where the canvas came out black it is filled with the canvas as napari's vispy scene
-    renders it (the same scene the viewer shows)."""
+    window grab, so the canvas's place in it is filled with the canvas as napari's vispy scene renders it
+    (the scene the viewer shows)."""
     from qtpy.QtCore import QPoint
+    from qtpy.QtWidgets import QApplication
 
+    for _ in range(10):  # let the layout settle (the dock widget takes its width from the canvas)
+        QApplication.processEvents()
     picture = np.array(viewer.screenshot(canvas_only=False, flash=False))
     canvas = viewer.window._qt_viewer.canvas
     at = canvas.native.mapTo(viewer.window._qt_window, QPoint(0, 0))
     drawn = canvas._scene_canvas.render()
-    h, w = drawn.shape[:2]
-    region = picture[at.y():at.y() + h, at.x():at.x() + w]
-    if region.shape == drawn.shape and not region[..., :3].any():
-        region[...] = drawn
+    h, w = min(drawn.shape[0], picture.shape[0] - at.y()), min(drawn.shape[1], picture.shape[1] - at.x())
+    picture[at.y():at.y() + h, at.x():at.x() + w] = drawn[:h, :w]
     return picture
 
 
@@ -205,6 +206,8 @@ def test_typing_two_prompts_gives_their_masks(viewer, widget, toy_dataset, train
         assert lay.metadata["nnunetv2_text"]["concept"] == info[lay.name]["concept"]
     assert '"ball": ball' in widget.message.text() and "flag: -" in widget.message.text()
     assert widget.progress.value() == widget.progress.maximum()
+    assert viewer.layers.selection.active is layer, "the image stays selected: Segment can be pressed again"
+    viewer.dims.set_current_step(0, int(np.argmax(expected["ball"].sum((1, 2)))))  # a slice through the ball
     picture = window_picture(viewer)
     _save_png(picture, tmp_path / "napari_widget.png")
     if os.environ.get("NNUNETV2_TEXT_DOCS_IMAGES"):

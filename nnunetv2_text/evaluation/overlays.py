@@ -190,7 +190,8 @@ def overlay_figure(image: np.ndarray, spacing: Sequence[float], masks: Mapping[s
     for r, (prompt, centre) in enumerate(rows.items()):
         bottom = 1 - (_HEADER_INCHES + PANEL_INCHES * (r + 1)) / height
         for c, view in enumerate(VIEWS):
-            ax = fig.add_axes((c / 3 + 0.03, bottom + 0.12 / height, 1 / 3 - 0.06, (PANEL_INCHES - 0.3) / height))
+            # room above for the title, below for the edge letter: rows must not overlap
+            ax = fig.add_axes((c / 3 + 0.03, bottom + 0.2 / height, 1 / 3 - 0.06, (PANEL_INCHES - 0.55) / height))
             index = centre[VIEW_AXIS[view]]
             _draw_panel(ax, image, view, index, view_aspect(spacing, view), window, outlines)
             name = "nothing found" if prompt is None else f'"{prompt}"'

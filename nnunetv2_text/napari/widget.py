@@ -281,6 +281,7 @@ class TextSegmentWidget(QWidget):
             for (name, arr), instruction in zip(arrays.items(), req.lines):
                 self.viewer.add_labels(arr, name=f"{name}: {instruction}", scale=layer.scale, translate=layer.translate)
             self.say(f"{len(arrays)} round(s) refined")
+            self.viewer.layers.selection.active = layer
             return
         colours = prompt_colours(list(arrays))
         for prompt, mask in arrays.items():
@@ -293,6 +294,7 @@ class TextSegmentWidget(QWidget):
             lines.insert(0, "not known to this model (flagged as in the manifest): " +
                          ", ".join(f"'{p}'" for p in unknown))
         self.say("\n".join(lines), "warning" if unknown else "info")
+        self.viewer.layers.selection.active = layer  # napari selects a new layer: keep the image, for the next press
 
 
 def _devices() -> List[str]:
