@@ -15,11 +15,13 @@ side), never by the voxel's own position in the deformed subject.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -187,3 +189,25 @@ def write_subjects(out_root: PathLike, dataset_id: int, name: str, counts: Tuple
             logger.info("%s: %s written (%s)", final.name, case, split)
         atomic_write_json(tmp / "dataset.json", dataset_json)
     return final
+
+
+def subject_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options every brain-subject conversion takes (-d, -n, --test, --spacing, --seed, -o, --overwrite)."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("-d", "--dataset_id", type=int, required=True)
+    p.add_argument("-n", "--num_subjects", type=int, default=20, help="training subjects (default 20)")
+    p.add_argument("--test", type=int, default=5, help="test subjects in imagesTs/labelsTs (default 5)")
+    p.add_argument("--spacing", type=float, default=2.0, help="isotropic spacing in mm (default 2.0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out_root", default=os.environ.get("nnUNet_raw"), help="default: $nnUNet_raw")
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def parse_subject_args(p: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+    """Parsed options, logging set up, and an output folder required."""
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if not args.out_root:
+        p.error("no output folder: pass -o or set nnUNet_raw")
+    return args

@@ -7,16 +7,15 @@ the side taken at the template point each voxel was sampled from.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional, Union
 
 import numpy as np
 
-from dataset_conversion.brain_subjects import TEMPLATE_FILES, Warp, load_template, write_subjects
+from dataset_conversion.brain_subjects import (TEMPLATE_FILES, Warp, load_template, parse_subject_args,
+                                              subject_parser, write_subjects)
 from nnunetv2_text.errors import user_errors_to_exit
 from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 
@@ -65,18 +64,7 @@ def build_mni152_dataset(out_root: PathLike, dataset_id: int, n_subjects: int = 
 
 @user_errors_to_exit("nnUNetv2_text_convert_mni152")
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="nnUNetv2_text_convert_mni152", description=__doc__.splitlines()[0])
-    p.add_argument("-d", "--dataset_id", type=int, required=True)
-    p.add_argument("-n", "--num_subjects", type=int, default=20, help="training subjects (default 20)")
-    p.add_argument("--test", type=int, default=5, help="test subjects in imagesTs/labelsTs (default 5)")
-    p.add_argument("--spacing", type=float, default=2.0, help="isotropic spacing in mm (default 2.0)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--out_root", default=os.environ.get("nnUNet_raw"), help="default: $nnUNet_raw")
-    p.add_argument("--overwrite", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if not args.out_root:
-        p.error("no output folder: pass -o or set nnUNet_raw")
+    args = parse_subject_args(subject_parser("nnUNetv2_text_convert_mni152", __doc__.splitlines()[0]), argv)
     out = build_mni152_dataset(args.out_root, args.dataset_id, args.num_subjects, args.test, args.spacing,
                                args.seed, args.overwrite)
     print(f"dataset written to {out}")
