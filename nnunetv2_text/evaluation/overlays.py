@@ -106,9 +106,13 @@ def slice_centre(mask: np.ndarray) -> Tuple[int, int, int]:
     return tuple(int(v) for v in idx[np.argmin(((idx - idx.mean(0)) ** 2).sum(1))])
 
 
-def outline(mask2d: np.ndarray, thickness: int = 1) -> np.ndarray:
-    """The mask's border pixels (inside the mask), ``thickness`` pixels wide."""
+def outline(mask2d: np.ndarray, thickness: int = 1, outside: bool = False) -> np.ndarray:
+    """The mask's border, ``thickness`` pixels wide: its own edge pixels, or (``outside``) the ring just
+    around it. A reference is drawn outside and the prediction inside, so that where they agree both
+    rings show side by side instead of one hiding the other."""
     m = np.asarray(mask2d, bool)
+    if outside:
+        return ndimage.binary_dilation(m, iterations=thickness) & ~m
     return m & ~ndimage.binary_erosion(m, iterations=thickness)
 
 
@@ -129,15 +133,15 @@ def describe(prompt: str, record: Mapping) -> str:
 
 
 def _draw_panel(ax, image: np.ndarray, view: str, index: int, aspect: float, window: Tuple[float, float],
-                outlines: Sequence[Tuple[np.ndarray, Colour]]) -> None:
-    """The image slice in grey, then each (mask, colour) outline on top (later ones win)."""
+                outlines: Sequence[Tuple[np.ndarray, Colour, bool]]) -> None:
+    """The image slice in grey, then each (mask, colour, outside) outline on top (later ones win)."""
     grey = view_slice(image, view, index)
     ax.imshow(grey, cmap=GREYS, vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest")
     # a slice shrunk to fit the panel would lose one-pixel outlines: thicken them by the shrink factor
     thickness = max(1, int(np.ceil(max(grey.shape) / (PANEL_INCHES * DPI * 0.9))))
     rgba = np.zeros(grey.shape + (4,), np.uint8)
-    for mask, colour in outlines:
-        rgba[outline(view_slice(mask, view, index), thickness)] = (*colour, 255)
+    for mask, colour, outside in outlines:
+        rgba[outline(view_slice(mask, view, index), thickness, outside)] = (*colour, 255)
     ax.imshow(rgba, aspect=aspect, interpolation="nearest")
     ax.set_axis_off()
     left, right, top, bottom = EDGES[view]
@@ -168,7 +172,7 @@ def overlay_figure(image: np.ndarray, spacing: Sequence[float], masks: Mapping[s
     ``image``: (z, y, x) in the patient's axes (:func:`in_patient_axes`), ``spacing`` in the same order;
     ``masks``: {prompt: bool array of the image's shape}; ``records``: the manifest's entries of the
     case's prompts (``understood``, ``voxels``, ``flag``), which order the rows and the legend;
-    ``references``: {prompt: reference mask}, outlined in white under the prediction."""
+    ``references``: {prompt: reference mask}, outlined in white just outside its edge."""
     references = {p: r for p, r in (references or {}).items() if r is not None}
     colours = prompt_colours(list(records))
     rows: Dict[Optional[str], Tuple[int, int, int]] = {}
@@ -184,8 +188,8 @@ def overlay_figure(image: np.ndarray, spacing: Sequence[float], masks: Mapping[s
     fig.text(0.01, 1 - 0.08 / height, title, color="white", fontsize=10, va="top", fontweight="bold")
     fig.text(0.01, 1 - 0.32 / height, ORIENTATION_NOTE, color="white", fontsize=8, va="top")
     window = tuple(float(v) for v in np.percentile(image, (0.5, 99.5)))
-    outlines = [(references[p], REFERENCE_COLOUR) for p in records if p in references] + \
-        [(masks[p], colours[p]) for p in records if masks[p].any()]
+    outlines = [(references[p], REFERENCE_COLOUR, True) for p in records if p in references] + \
+        [(masks[p], colours[p], False) for p in records if masks[p].any()]
     placed = []
     for r, (prompt, centre) in enumerate(rows.items()):
         bottom = 1 - (_HEADER_INCHES + PANEL_INCHES * (r + 1)) / height
