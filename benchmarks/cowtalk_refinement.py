@@ -4,12 +4,13 @@ Per error type, on held-out subjects, Dice / clDice / Betti-0 error of
 - the erroneous input,
 - the refined output with the case's own instruction (all its errors, one round),
 - a wrong instruction (the instruction of another held-out case whose error types and classes differ),
-- a contrary instruction (the same vessels, the opposite edit),
+- a contrary instruction (the same vessels, the opposite edit: the conversion's inverse sentence),
 - no instruction (an empty round; by construction it returns the input),
 - multi-round sessions: one error's instruction per round, rounds 1, 2 and 3 (a round without an error
   left is empty),
-- the network alone: the right instruction with ``--edit_scope all`` (every class may change, islands
-  allowed), against the default scope (only the vessels the instruction names, topology kept),
+- the network alone: the right and the contrary instruction with ``--edit_scope all`` (every class may
+  change, islands allowed), against the default scope (only the vessels the instruction names, topology
+  kept), so the network's own reading of the verb shows; Dice of the named vessels beside the overall one,
 with the image and without it (``--no-image`` conversion), as in the paper's Table 1. Written to
 docs/results/cowtalk_refinement.md.
 
@@ -72,13 +73,14 @@ REMOVING = ("global_thickening", "local_thickening")
 
 
 def contrary_instruction(case: str, recs: Dict[str, dict]) -> str:
-    """Same vessels, opposite edit: 'Thin the X.' where the case needs X grown, 'Thicken the X.' where it needs
-    X reduced. Against the right instruction it shows whether the network reads the verb, not only the
-    vessel (which the default edit scope reads by itself)."""
+    """Same vessels, opposite edit: the conversion's inverse sentence where the edit has one ('Thin the X.'
+    where X must be thickened, 'Remove the X.' where it must be added, 'Shorten the X.' where it must be
+    extended), else 'Thin the X.' (a reconnection adds voxels). Against the right instruction it shows
+    whether the network reads the verb, not only the vessel (which the default edit scope reads by itself)."""
     rng = np.random.default_rng(0)
-    texts = [describe_error({"type": "global_thinning" if e["type"] in REMOVING else "global_thickening",
-                             "label": e["label"], "params": {"radius": 1}}, rng)["instruction_short"]
-             for e in recs[case]["errors"] if e["type"] != "none"]
+    texts = [e.get("inverse_short") or describe_error(
+        {"type": "global_thinning" if e["type"] in REMOVING else "global_thickening", "label": e["label"],
+         "params": {"radius": 1}}, rng)["instruction_short"] for e in recs[case]["errors"] if e["type"] != "none"]
     return " ".join(texts) if texts else recs[case]["instruction_short"]
 
 
@@ -116,6 +118,7 @@ def run_mode(mode: str, args, topcow: Path, split: Path, work: Path, env: dict, 
         "contrary": ({c: contrary_instruction(c, recs) for c in recs}, "named"),
         "none": ({c: "" for c in recs}, "named"),
         "alone": (right, "all"),
+        "contrary alone": ({c: contrary_instruction(c, recs) for c in recs}, "all"),
         "rounds": ({c: ([e["instruction_short"] for e in r["errors"] if e["type"] != "none"] + [""] * ROUNDS)[:ROUNDS]
                     for c, r in recs.items()}, "named"),
     }
@@ -125,7 +128,7 @@ def run_mode(mode: str, args, topcow: Path, split: Path, work: Path, env: dict, 
         ifile = mdir / f"instructions_{name}.json"
         ifile.parent.mkdir(parents=True, exist_ok=True)
         ifile.write_text(json.dumps({"cases": spec}))
-        pred = mdir / name
+        pred = mdir / name.replace(" ", "_")
         shutil.rmtree(pred, ignore_errors=True)
         t = time.time()
         run([command("nnUNetv2_text_predict"), "-i", str(raw / "imagesTs"), "-o", str(pred), "--instructions",
@@ -152,17 +155,23 @@ def fmt(v) -> str:
     return f"{float(v):.3f}" if v not in ("", None, "nan") else "-"
 
 
-def verdict(right: Dict[str, dict]) -> str:
-    """The issue's target, counted: refined against input per error type (Dice up, Betti-0 error down)."""
-    types = [e for e in right if e not in ("all", "none")]
-    up = [e for e in types if float(right[e]["dice_refined"]) > float(right[e]["dice_input"])]
-    b_down = [e for e in types if float(right[e]["betti0_refined"]) < float(right[e]["betti0_input"])]
-    b_same = [e for e in types if float(right[e]["betti0_refined"]) == float(right[e]["betti0_input"])]
-    a = right["all"]
-    return (f"Refined (right instruction) against input: overall Dice {fmt(a['dice_input'])} -> "
-            f"{fmt(a['dice_refined'])}, Betti-0 error {fmt(a['betti0_input'])} -> {fmt(a['betti0_refined'])}; "
-            f"Dice higher on {len(up)} of {len(types)} error types, Betti-0 error lower on {len(b_down)} and "
-            f"unchanged on {len(b_same)}.")
+def _f(row: dict, key: str) -> float:
+    return float(row.get(key, "nan") or "nan")
+
+
+def verdict(t: Dict[str, Dict[str, dict]], mode: str) -> List[str]:
+    """The issue's targets, counted from the tables (scope off: 'alone', 'contrary alone')."""
+    types = [e for e in t["right"] if e not in ("all", "none")]
+    lines = []
+    for right, contrary, label in (("right", "contrary", "scope on"), ("alone", "contrary alone", "scope off")):
+        r, c = t[right]["all"], t[contrary]["all"]
+        up = [e for e in types if _f(t[right].get(e, {}), "dice_refined") > _f(t[right][e], "dice_input")]
+        gap = _f(r, "dice_named_refined") - _f(c, "dice_named_refined")
+        lines.append(f"- {label}: Dice {fmt(r['dice_input'])} -> {fmt(r['dice_refined'])}, Betti-0 error "
+                     f"{fmt(r['betti0_input'])} -> {fmt(r['betti0_refined'])}; Dice up on {len(up)} of {len(types)} "
+                     f"error types; named-vessel Dice right {fmt(r['dice_named_refined'])} against contrary "
+                     f"{fmt(c['dice_named_refined'])} (gap {gap:+.3f}, target >= +0.020).")
+    return lines
 
 
 def section(mode: str, res: dict) -> List[str]:
@@ -171,21 +180,28 @@ def section(mode: str, res: dict) -> List[str]:
     minutes = "unknown" if res["train_s"] is None else f"{res['train_s'] / 60:.1f} min"
     lines = [f"### {'With the image' if mode == 'image' else 'Without the image (--no-image)'}", "",
              f"{res['cases']} held-out cases; training {minutes}. Error types among them "
-             f"(count of errors): " + ", ".join(f"{k} {v}" for k, v in sorted(res["coverage"].items())) + ".", "",
-             "| error type | cases | Dice in | right | wrong | contrary | none | alone | clDice in | right | wrong "
-             "| alone | Betti-0 err in | right | wrong | contrary | alone |", "|---" * 17 + "|"]
-    for e in types:
-        r, w, c, n, a = (t[k].get(e, {}) for k in ("right", "wrong", "contrary", "none", "alone"))
-        lines.append(f"| {e} | {r['n_cases']} | {fmt(r['dice_input'])} | {fmt(r['dice_refined'])} | "
-                     f"{fmt(w.get('dice_refined'))} | {fmt(c.get('dice_refined'))} | {fmt(n.get('dice_refined'))} | "
-                     f"{fmt(a.get('dice_refined'))} | {fmt(r['cldice_input'])} | {fmt(r['cldice_refined'])} | "
-                     f"{fmt(w.get('cldice_refined'))} | {fmt(a.get('cldice_refined'))} | {fmt(r['betti0_input'])} | "
-                     f"{fmt(r['betti0_refined'])} | {fmt(w.get('betti0_refined'))} | {fmt(c.get('betti0_refined'))} "
-                     f"| {fmt(a.get('betti0_refined'))} |")
-    lines += ["", verdict(t["right"])]
-    lines += ["", "Multi-round sessions (one error's instruction per round; an empty round when no error is left):",
-              "", "| error type | Dice in | round 1 | round 2 | round 3 | Betti-0 err in | round 1 | round 2 | round 3 |",
-              "|---" * 9 + "|"]
+             f"(count of errors): " + ", ".join(f"{k} {v}" for k, v in sorted(res["coverage"].items())) + ".", ""]
+    for title, right, contrary, extra in (
+            ("Scope on (`--edit_scope named`, the default)", "right", "contrary", ("wrong", "none")),
+            ("Scope off (`--edit_scope all`: the network's own reading)", "alone", "contrary alone", ())):
+        cols = [right, contrary, *extra]
+        lines += [f"{title}:", "", "| error type | cases | Dice in | " + " | ".join(cols) + " | named Dice in | "
+                  + " | ".join(cols[:2]) + " | clDice in | right | Betti-0 err in | right | contrary |",
+                  "|---" * (9 + len(cols) + 2) + "|"]
+        for e in types:
+            r = t[right].get(e, {})
+            c = t[contrary].get(e, {})
+            lines.append(f"| {e} | {r.get('n_cases', '-')} | {fmt(r.get('dice_input'))} | "
+                         + " | ".join(fmt(t[k].get(e, {}).get("dice_refined")) for k in cols)
+                         + f" | {fmt(r.get('dice_named_input'))} | {fmt(r.get('dice_named_refined'))} | "
+                         f"{fmt(c.get('dice_named_refined'))} | {fmt(r.get('cldice_input'))} | "
+                         f"{fmt(r.get('cldice_refined'))} | {fmt(r.get('betti0_input'))} | "
+                         f"{fmt(r.get('betti0_refined'))} | {fmt(c.get('betti0_refined'))} |")
+        lines.append("")
+    lines += verdict(t, mode)
+    lines += ["", "Multi-round sessions, scope on (one error's instruction per round; an empty round when no error "
+              "is left):", "", "| error type | Dice in | round 1 | round 2 | round 3 | Betti-0 err in | round 1 | "
+              "round 2 | round 3 |", "|---" * 9 + "|"]
     for e in types:
         rr = [t[f"round {k}"].get(e, {}) for k in range(1, ROUNDS + 1)]
         lines.append(f"| {e} | {fmt(t['right'][e]['dice_input'])} | " + " | ".join(fmt(x.get("dice_refined"))
@@ -223,10 +239,11 @@ def main(argv=None) -> int:
              f"subjects x {args.variants} variants, {args.test} held-out subjects x {args.variants} variants. "
              "'in' is the erroneous input; 'right' the refined output with the case's own (short) instruction, one "
              "round; 'wrong' with the instruction of another held-out case whose error types and classes differ; "
-             "'contrary' names the same vessels with the opposite edit ('Thin the X.' where X must grow, 'Thicken the X.' "
-             "where it must shrink); 'none' with an empty instruction; 'alone' the right instruction with `--edit_scope all` (the network's "
-             "output everywhere), where the others use the default scope (only the vessels the instruction names "
-             "change, without islands or cuts). Dice and Betti-0 error: mean over classes present in either mask; "
+             "'contrary' names the same vessels with the opposite edit (the conversion's inverse sentence where the edit "
+             "has one: 'Thin the X.' where X must be thickened, 'Remove the X.' where it must be added; else 'Thin "
+             "the X.'); 'none' with an empty instruction. Scope on: only the vessels the instruction names change, "
+             "without islands or cuts; scope off ('alone'): the network's output everywhere. Dice and Betti-0 error: "
+             "mean over classes present in either mask; named Dice: mean Dice of the vessels the case's errors name; "
              "clDice: the merged vessel mask. A case with several error types counts in each row.", ""]
     for mode, res in results.items():
         lines += section(mode, res) + [""]

@@ -3,8 +3,12 @@ inverse edits a user may ask for."""
 import numpy as np
 import pytest
 
-from dataset_conversion.cowtalk.instructions import _LONG, _SHORT, describe_error
-from nnunetv2_text.text.instructions import EDITS, INVERSE_EDIT, read_edits
+from dataset_conversion.cowtalk.instructions import (_INVERSE_LONG, _INVERSE_OF, _INVERSE_SHORT, _LONG, _SHORT,
+                                                     INVERTIBLE_ERROR_TYPES, describe_error, describe_inverse,
+                                                     make_record)
+from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.text.instructions import (EDITS, INVERSE_EDIT, all_instruction_texts, inverted, read_edits,
+                                             validate_record)
 
 #: the edit that repairs each error type of the conversion
 REPAIR = {"none": "none", "global_thickening": "thin", "global_thinning": "thicken", "missing": "add",
@@ -34,6 +38,51 @@ def test_the_conversions_own_instructions_read_as_their_repair():
             described = describe_error({"type": error_type, "label": 7, "params": params}, rng)
             for kind in ("instruction_short", "instruction_long"):
                 assert read_edits(described[kind]) == [edit], described[kind]
+
+
+def test_every_inverse_template_reads_as_the_inverse_of_the_repair():
+    """The conversion's inverse sentences ask for the error itself: the repair's inverse edit, for every error
+    type whose repair has an inverse, and only those."""
+    assert set(INVERTIBLE_ERROR_TYPES) == {t for t, e in REPAIR.items() if e in INVERSE_EDIT}
+    for t in INVERTIBLE_ERROR_TYPES:
+        templates = (_SHORT[_INVERSE_OF[t]] + _LONG[_INVERSE_OF[t]]) if t in _INVERSE_OF else \
+            (_INVERSE_SHORT[t] + _INVERSE_LONG[t])
+        for template in templates:
+            assert read_edits(template.format(**FIELDS)) == [INVERSE_EDIT[REPAIR[t]]], template
+
+
+def test_the_conversions_records_read_in_both_directions():
+    """make_record writes what the datasets hold: each error's repair reads as its repair, its inverse (where
+    written) as the inverse edit; the repair sentences are those written before inverses existed."""
+    params = {"radius": 2.0, "local_radius": 3.0, "range_pct": [30.0, 60.0], "gaps_pct": [[30.0, 35.0], [60.0, 65.0]]}
+    for seed in range(4):
+        errors = [{"type": t, "label": 7, "params": params} for t in REPAIR if t != "none"]
+        record = make_record("c", "s", "ct", 0, seed, errors, np.random.default_rng([seed, 1]))
+        validate_record(record, "record", labels=(7,))
+        before = np.random.default_rng([seed, 1])
+        for e in record["errors"]:
+            assert e["instruction_short"] == describe_error(e, before)["instruction_short"]
+            assert read_edits(e["instruction_short"]) == read_edits(e["instruction_long"]) == [REPAIR[e["type"]]]
+            if e["type"] in INVERTIBLE_ERROR_TYPES:
+                inverse = [INVERSE_EDIT[REPAIR[e["type"]]]]
+                assert read_edits(e["inverse_short"]) == read_edits(e["inverse_long"]) == inverse, e
+            else:
+                assert "inverse_short" not in e and describe_inverse(e, np.random.default_rng(0)) == {}
+
+
+def test_training_texts_cover_both_directions_and_bad_inverses_are_refused():
+    thin = {"type": "global_thinning", "label": 3, "short": "Thicken the BA.", "long": "Thicken the BA a lot.",
+            "inverse": {"short": "Thin the BA.", "long": "Thin the BA a lot."}}
+    gap = {"type": "disconnection", "label": 4, "short": "Reconnect the ICA.", "long": "Close the gap in the ICA."}
+    texts = set(all_instruction_texts({"case": [thin, gap]}))
+    assert {"Thin the BA. Reconnect the ICA.", "Thicken the BA. Reconnect the ICA.", "Thin the BA.",
+            "Reconnect the ICA.", "Thin the BA a lot. Close the gap in the ICA."} <= texts
+    assert inverted(thin)["short"] == "Thin the BA." and not any(t.startswith("Disconnect") for t in texts)
+    record = make_record("c", "s", "ct", 0, 0, [{"type": "missing", "label": 7, "params": {}}],
+                         np.random.default_rng(0))
+    record["errors"][0]["inverse_short"] = ""
+    with pytest.raises(UserInputError, match=r"errors\[0\] has 'inverse_short'"):
+        validate_record(record, "instructionsTr/c.json")
 
 
 @pytest.mark.parametrize("text, edit", [

@@ -10,7 +10,8 @@ Per-case file (``instructionsTr/<case_id>.json``, UTF-8)::
 
     {"case_id", "subject", "modality", "variant", "seed",
      "errors": [{"type", "label" (TopCoW id or null for "none"), "class_name", "params",
-                 "description", "instruction_short", "instruction_long"}],
+                 "description", "instruction_short", "instruction_long",
+                 "inverse_short", "inverse_long"}],   # the last two only where the edit has an inverse
      "instruction_short", "instruction_long"}   # the errors' sentences joined by spaces
 """
 from __future__ import annotations
@@ -95,6 +96,28 @@ _LONG = {
 }
 
 
+#: instructions that ask for an error instead of its repair: the same vessel and span, the opposite edit. A
+#: refiner trained on (correct shape, inverse instruction) -> erroneous shape as well as on the repair pairs
+#: cannot tell the direction from the shape alone and must read the verb (docs/COWTALK.md). Thickening and
+#: thinning ask for each other's repair; disconnection and fragmentation have no inverse edit
+#: (:data:`nnunetv2_text.text.instructions.INVERSE_EDIT`).
+_INVERSE_OF = {"global_thickening": "global_thinning", "global_thinning": "global_thickening",
+               "local_thickening": "local_thinning", "local_thinning": "local_thickening"}
+_INVERSE_SHORT = {
+    "missing": ["Remove the {short}.", "Delete the {short}.", "Erase the {short} from the segmentation."],
+    "shortening": ["Shorten the {short}.", "Trim the {short} back.", "Cut the {short} short."],
+}
+_INVERSE_LONG = {
+    "missing": ["Remove the whole {full} from the segmentation.",
+                "Delete every voxel of the {full}; it should not be labelled.",
+                "Erase the {full} along its full course from its {end} to its {far_end}."],
+    "shortening": ["Shorten the {full} so that it ends at {lo}% of its length from its {end}.",
+                   "Trim the {full} back so that it stops at {lo}% of its length from its {end}.",
+                   "Cut the distal {rest}% off the {full}."],
+}
+INVERTIBLE_ERROR_TYPES = tuple(_INVERSE_OF) + tuple(_INVERSE_SHORT)
+
+
 def _ends(label: int) -> Dict[str, str]:
     if label == 10:  # the Acom has no inflow end: name its ends by side (posterior view)
         return {"end": "right end", "far_end": "left end", "near": "right", "far": "left", "mid": "middle"}
@@ -153,15 +176,30 @@ def describe_error(error: Mapping[str, Any], rng: np.random.Generator) -> Dict[s
             "instruction_long": _capitalize(long.format(**fields))}
 
 
+def describe_inverse(error: Mapping[str, Any], rng: np.random.Generator) -> Dict[str, str]:
+    """Short and long instruction that ask for ``error`` itself on the correct shape ({} when the error
+    type has no inverse edit); paraphrases chosen with ``rng``."""
+    t = error["type"]
+    if t not in INVERTIBLE_ERROR_TYPES:
+        return {}
+    fields = _fields(error)
+    shorts = _SHORT[_INVERSE_OF[t]] if t in _INVERSE_OF else _INVERSE_SHORT[t]
+    longs = _LONG[_INVERSE_OF[t]] if t in _INVERSE_OF else _INVERSE_LONG[t]
+    return {"inverse_short": _capitalize(shorts[int(rng.integers(len(shorts)))].format(**fields)),
+            "inverse_long": _capitalize(longs[int(rng.integers(len(longs)))].format(**fields))}
+
+
 def make_record(case_id: str, subject: str, modality: str, variant: int, seed: int,
                 errors: Sequence[Mapping[str, Any]], rng: np.random.Generator) -> Dict[str, Any]:
     """The per-case instruction object (format in the module docstring)."""
     entries = []
+    inverse_rng = np.random.default_rng([seed, 2])  # its own stream: the repair sentences stay as they were
     for e in errors:
         label = e.get("label")
         entries.append({"type": e["type"], "label": None if label is None else int(label),
                         "class_name": None if label is None else TOPCOW_LABELS[int(label)],
-                        "params": dict(e.get("params", {})), **describe_error(e, rng)})
+                        "params": dict(e.get("params", {})), **describe_error(e, rng),
+                        **describe_inverse(e, inverse_rng)})
     return {"case_id": case_id, "subject": subject, "modality": modality, "variant": int(variant),
             "seed": int(seed), "errors": entries,
             "instruction_short": " ".join(e["instruction_short"] for e in entries),

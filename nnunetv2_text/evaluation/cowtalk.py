@@ -2,7 +2,8 @@
 
 For every case, the erroneous input shape (one binary channel per class in the raw dataset) and the
 refined output (a label map) are both scored against the ground truth; the table averages per error type:
-class-average Dice, clDice of the merged (all-vessel) binary mask and class-average Betti-0 error.
+class-average Dice, clDice of the merged (all-vessel) binary mask, class-average Betti-0 error, and the
+Dice of the vessels the case's errors name (where an instruction's verb shows: other vessels never change).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ NUM_CLASSES = 13  # contiguous ids 1..13; 13 is TopCoW label 15 (3rd-A2)
 ERROR_TYPES = ("none", "global_thickening", "global_thinning", "missing", "local_thickening", "local_thinning",
                "shortening", "disconnection", "fragmentation")
 TABLE_COLUMNS = ["error_type", "n_cases", "dice_input", "dice_refined", "cldice_input", "cldice_refined",
-                 "betti0_input", "betti0_refined"]
+                 "betti0_input", "betti0_refined", "dice_named_input", "dice_named_refined"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class CowTalkJob:
     ref_file: Path
     shape_files: Tuple[Path, ...]  # channel file of class 1..NUM_CLASSES
     error_types: Tuple[str, ...]
+    #: the classes the case's errors name (contiguous ids): the vessels its instruction asks to edit
+    named: Tuple[int, ...] = ()
     #: original id -> contiguous id (refined maps are exported in the original ids, e.g. TopCoW's 15)
     to_contiguous: Tuple[Tuple[int, int], ...] = ()
 
@@ -52,15 +55,17 @@ def _find(raw: Path, sub: str, name: str) -> Path:
     raise EvaluationInputError(f"{raw}: neither {sub}Tr/{name} nor {sub}Ts/{name} exists")
 
 
-def read_error_types(path: Path, case: str) -> Tuple[str, ...]:
-    """Distinct error types of a case's instruction file; no error listed means 'none'."""
+def read_errors(path: Path, case: str) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
+    """Distinct error types of a case's instruction file (no error listed means 'none') and the label ids
+    (the file's own) its errors name."""
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
         errors = obj["errors"]
         types = [str(e["type"]) for e in errors]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        labels = [int(e["label"]) for e in errors if e.get("label") is not None]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise EvaluationInputError(f"case '{case}': {path} has no valid 'errors' list ({e!r})") from None
-    return tuple(dict.fromkeys(types)) or ("none",)
+    return tuple(dict.fromkeys(types)) or ("none",), tuple(dict.fromkeys(labels))
 
 
 def plan_cowtalk(pred_folder: PathLike, ref_folder: PathLike, raw_folder: PathLike) -> List[CowTalkJob]:
@@ -82,9 +87,10 @@ def plan_cowtalk(pred_folder: PathLike, ref_folder: PathLike, raw_folder: PathLi
         shapes = tuple(_find(raw, "images", f"{case}_{first + k:04d}{ending}") for k in range(NUM_CLASSES))
         for s in shapes:
             check_same_geometry(s, ref, case)
-        types = read_error_types(_find(raw, "instructions", f"{case}.json"), case)
-        mapping = tuple(original_to_contiguous(ds).items())
-        jobs.append(CowTalkJob(case, pred, ref, shapes, types, mapping))
+        types, labels = read_errors(_find(raw, "instructions", f"{case}.json"), case)
+        to_contiguous = original_to_contiguous(ds)
+        named = tuple(to_contiguous.get(v, v) for v in labels)
+        jobs.append(CowTalkJob(case, pred, ref, shapes, types, tuple(to_contiguous.items()), named))
     return jobs
 
 
@@ -117,6 +123,8 @@ def evaluate_cowtalk_case(job: CowTalkJob) -> dict:
     for tag, masks in (("input", inp), ("refined", {k: pred == k for k in classes})):
         for key, v in shape_scores(masks, ref).items():
             out[f"{key}_{tag}"] = v
+        named = [dice(masks[k], ref == k) for k in job.named]
+        out[f"dice_named_{tag}"] = float(np.mean(named)) if named else math.nan
     return out
 
 
@@ -157,10 +165,11 @@ def evaluate_cowtalk(pred_folder: PathLike, ref_folder: PathLike, raw_folder: Pa
 
 
 def render_cowtalk_report(table: Sequence[Mapping], figure: str, pred_folder: str) -> str:
-    header = ["error type", "n", "Dice in", "Dice out", "clDice in", "clDice out", "Betti-0 in", "Betti-0 out"]
+    header = ["error type", "n", "Dice in", "Dice out", "clDice in", "clDice out", "Betti-0 in", "Betti-0 out",
+              "named Dice in", "named Dice out"]
     rows = [[r[c] for c in TABLE_COLUMNS] for r in table]
     return ("# CoWTalk refinement report\n\n"
             f"Refined label maps `{pred_folder}`. 'in' = erroneous input shape, 'out' = refined output, both vs "
             "ground truth. Dice and Betti-0 error: mean over classes present in either mask; clDice: merged "
-            "vessel mask. A case with several error types counts in each row.\n\n"
+            "vessel mask; named Dice: mean Dice of the vessels the case's errors name. A case with several error types counts in each row.\n\n"
             "## Per error type\n\n" + md_table(header, rows) + f"\n![{figure}]({figure})\n")

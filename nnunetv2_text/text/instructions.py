@@ -3,11 +3,13 @@
 The conversion writes one JSON per case (``instructionsTr/<case>.json``, format in docs/COWTALK.md).
 ``nnUNetv2_text_embed`` condenses them into ``text/instructions.json`` in the preprocessed dataset::
 
-    {"<case>": [{"type": "local_thinning", "label": 5, "short": "...", "long": "..."}, ...]}
+    {"<case>": [{"type": "local_thinning", "label": 5, "short": "...", "long": "...",
+                 "inverse": {"short": "...", "long": "..."}}, ...]}
 
-with labels already in the dataset's contiguous ids, and caches the embedding of every text training
-can ask for: for each case the join of every non-empty subset of its errors' instructions (errors may
-be dropped or left uncorrected during training), short and long, plus :data:`NO_CHANGE`.
+with labels already in the dataset's contiguous ids (``inverse``: the instruction that asks for the error
+itself, where the edit has an inverse), and caches the embedding of every text training can ask for: for
+each case the join of every non-empty subset of its errors' instructions (errors may be dropped, left
+uncorrected or asked for in reverse during training), short and long, plus :data:`NO_CHANGE`.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ LOCAL_ERROR_TYPES = ("local_thickening", "local_thinning", "shortening", "discon
 ERROR_TYPES = ("none",) + GLOBAL_ERROR_TYPES + LOCAL_ERROR_TYPES
 RECORD_KEYS = ("case_id", "subject", "modality", "variant", "seed", "errors", "instruction_short", "instruction_long")
 ERROR_KEYS = ("type", "label", "class_name", "params", "description", "instruction_short", "instruction_long")
+#: optional keys of an error: an instruction asking for the error itself (written where the edit has an
+#: inverse; datasets converted before they existed have none and train on repairs only)
+INVERSE_KEYS = ("inverse_short", "inverse_long")
 NO_CHANGE = "The segmentation is correct; leave it unchanged."
 INSTRUCTIONS_FILE = "instructions.json"
 #: the sentences of the conversion's "none" variants: instructions that ask for no edit. A refiner answers
@@ -135,6 +140,9 @@ def validate_record(obj: Any, source: str = "<record>", labels: Collection[int] 
         for key in ERROR_KEYS:
             if not isinstance(e, dict) or key not in e:
                 raise UserInputError(f"{source}: errors[{i}] misses key '{key}'")
+        for key in INVERSE_KEYS:
+            if key in e and not (isinstance(e[key], str) and e[key].strip()):
+                raise UserInputError(f"{source}: errors[{i}] has '{key}' {e[key]!r}, not a sentence")
         if e["type"] not in ERROR_TYPES:
             raise UserInputError(f"{source}: errors[{i}] has unknown type '{e['type']}'")
         if (e["label"] is None) != (e["type"] == "none") or (e["label"] is not None and labels
@@ -169,11 +177,20 @@ def read_case_instructions(raw_dataset: Path, dataset_json: dict, folders: Itera
             rec = load_instruction_file(f)
             out[rec["case_id"]] = [
                 {"type": e["type"], "label": None if e["label"] is None else contiguous_id(to_contiguous, e["label"]),
-                 "short": e["instruction_short"], "long": e["instruction_long"]} for e in rec["errors"]]
+                 "short": e["instruction_short"], "long": e["instruction_long"],
+                 **({"inverse": {"short": e["inverse_short"], "long": e["inverse_long"]}}
+                    if all(k in e for k in INVERSE_KEYS) else {})} for e in rec["errors"]]
     return out
 
 
+def inverted(error: dict) -> dict:
+    """The error asked for instead of repaired: its inverse sentences in place of the repair's."""
+    return {**error, **error["inverse"], "direction": "inverse"}
+
+
 def all_instruction_texts(cases: Dict[str, List[dict]]) -> List[str]:
+    """Every text training can ask for: per case, the join of every non-empty subset of its errors, each
+    error as its repair or (where it has one) its inverse, short and long, plus :data:`NO_CHANGE`."""
     texts = {NO_CHANGE: None}
     for errors in cases.values():
         real = [e for e in errors if e["type"] != "none"]
@@ -182,6 +199,7 @@ def all_instruction_texts(cases: Dict[str, List[dict]]) -> List[str]:
                 texts[e["short"]] = texts[e["long"]] = None
         for k in range(1, len(real) + 1):
             for subset in itertools.combinations(real, k):
-                for kind in ("short", "long"):
-                    texts[join_instructions(subset, kind)] = None
+                for directed in itertools.product(*[(e, inverted(e)) if "inverse" in e else (e,) for e in subset]):
+                    for kind in ("short", "long"):
+                        texts[join_instructions(directed, kind)] = None
     return list(texts)

@@ -11,6 +11,11 @@ Augmentations of the CoWTalk paper, applied per sample and error at batch time:
   instruction is removed;
 - with ``p_leave_uncorrected`` an error stays in the target and its instruction is removed (the model
   must change only what it is told);
+- with ``p_inverse`` an error whose edit has an inverse is asked for in reverse: the input shows the
+  correct shape, the target the erroneous one, and the instruction asks for the error ("Thin the left
+  MCA." where the repair would thicken it). The same vessel then goes either way from the same shape,
+  so only the instruction's verb tells the network which (issue #26; without these pairs the shape alone
+  told it, and a contrary instruction gave the right one's output);
 - the short or the long instruction is used with equal probability.
 nnU-Net's intensity augmentations touch only the image channel; shape channels are re-binarised after
 the spatial transform (which interpolates every channel).
@@ -26,7 +31,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn import functional as F
 
 from nnunetv2_text.text.dataset_text import load_dataset_text, text_folder
-from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id,
+from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id, inverted,
                                              join_instructions, original_to_contiguous)
 from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
 from nnunetv2_text.training.base import TextTrainerBase
@@ -38,6 +43,8 @@ class CoWTalkRefineTrainer(TextTrainerBase):
 
     p_drop_error: float = 0.2
     p_leave_uncorrected: float = 0.1
+    #: an invertible error is asked for in reverse this often (its repair: 1 - the three probabilities)
+    p_inverse: float = 0.3
     p_long_instruction: float = 0.5
     #: logit of the input shape in the output (0: re-predict the label map from scratch, the old design)
     shape_prior_logit: float = 4.0
@@ -73,6 +80,36 @@ class CoWTalkRefineTrainer(TextTrainerBase):
         return pipeline
 
     # ------------------------------------------------------------------ batches
+    def error_action(self, error: dict, training: bool) -> str:
+        """What a training sample does with one error: 'drop', 'leave' (uncorrected), 'inverse' or
+        'repair' (always 'repair' in validation)."""
+        u = np.random.random() if training else 1.0
+        if u < self.p_drop_error:
+            return "drop"
+        if u < self.p_drop_error + self.p_leave_uncorrected:
+            return "leave"
+        if "inverse" in error and u < self.p_drop_error + self.p_leave_uncorrected + self.p_inverse:
+            return "inverse"
+        return "repair"
+
+    @staticmethod
+    def apply_action(data: torch.Tensor, targets: list, b: int, channel: int, label: int, action: str) -> None:
+        """Turn sample ``b``'s pair for one error (its erroneous shape in ``data[b, channel]``, the correct
+        one as ``label`` in the targets) into what ``action`` asks, in place: 'drop' shows the correct
+        shape, 'leave' makes the targets keep the error, 'inverse' swaps the two (correct shape in,
+        erroneous out), 'repair' changes nothing."""
+        def target_shows(shape: torch.Tensor) -> None:
+            for t in targets:
+                s = F.interpolate(shape, size=t.shape[2:], mode="nearest")[0, 0]
+                t[b, 0][t[b, 0] == label] = 0
+                t[b, 0][(s > 0.5) & (t[b, 0] == 0)] = label
+
+        erroneous = data[b:b + 1, channel:channel + 1].clone()
+        if action in ("drop", "inverse"):
+            data[b, channel] = (targets[0][b, 0] == label).to(data.dtype)
+        if action in ("leave", "inverse"):
+            target_shows(erroneous)
+
     def prompt_batch(self, batch: dict, data: torch.Tensor, target, training: bool):
         targets = target if isinstance(target, list) else [target]
         shape_ch = sorted(self.shape_channel_of.values())
@@ -85,17 +122,12 @@ class CoWTalkRefineTrainer(TextTrainerBase):
                 if e["type"] == "none":
                     kept.append(e)
                     continue
-                u = np.random.random() if training else 1.0
-                ch = self.shape_channel_of[e["label"]]
-                if u < self.p_drop_error:  # input shows the correct shape, instruction removed
-                    data[b, ch] = (targets[0][b, 0] == e["label"]).to(data.dtype)
-                elif u < self.p_drop_error + self.p_leave_uncorrected:  # the target keeps the error
-                    for t in targets:
-                        shape = F.interpolate(data[b:b + 1, ch:ch + 1], size=t.shape[2:], mode="nearest")[0, 0]
-                        t[b, 0][t[b, 0] == e["label"]] = 0
-                        t[b, 0][(shape > 0.5) & (t[b, 0] == 0)] = e["label"]
-                else:
+                action = self.error_action(e, training)
+                self.apply_action(data, targets, b, self.shape_channel_of[e["label"]], e["label"], action)
+                if action == "repair":
                     kept.append(e)
+                elif action == "inverse":
+                    kept.append(inverted(e))
             real = [e for e in kept if e["type"] != "none"]
             kind = "long" if training and np.random.random() < self.p_long_instruction else "short"
             text = join_instructions(real, kind) if real or not kept else kept[0][kind]
