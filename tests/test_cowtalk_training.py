@@ -60,6 +60,34 @@ def test_a_round_edits_only_the_named_vessels_and_keeps_their_topology():
     assert not scoped_changes(old, missing, [1]).any()
 
 
+def test_a_named_vessel_changes_only_the_way_its_verb_says():
+    """Under scope 'named', "thicken" may only grow its vessel and "thin" only shrink it, sentence by sentence."""
+    from types import SimpleNamespace
+
+    from dataset_conversion.cowtalk.convert import contiguous_vocabulary
+    from nnunetv2_text.inference.refine import Refiner, scoped_changes
+    from nnunetv2_text.text.vocabulary import parse_vocabulary
+
+    old = np.zeros((9, 9, 20), np.uint8)
+    old[4, 4, 2:18] = 1
+    old[2, 2, 2:18] = 2
+    proposed = old.copy()
+    proposed[4, 5, 2:18] = 1      # 1 grows
+    proposed[4, 4, 15:18] = 0     # and shortens at its end
+    proposed[2, 2, 14:18] = 0     # 2 shortens
+    assert scoped_changes(old, proposed, [1, 2]).sum() == 16 + 3 + 4
+    grow_only = scoped_changes(old, proposed, [1, 2], {1: {"grow"}, 2: {"shrink"}})
+    assert grow_only[4, 5, 2:18].all() and not grow_only[4, 4].any() and grow_only[2, 2, 14:18].all()
+    assert scoped_changes(old, proposed, [1, 2], {1: {"shrink"}})[4, 4, 15:18].all()
+    assert not scoped_changes(old, proposed, [1, 2], {1: {"shrink"}})[4, 5].any()
+    vocab = parse_vocabulary(contiguous_vocabulary())
+    refiner = SimpleNamespace(p=SimpleNamespace(vocabulary=vocab))
+    ways = Refiner.directions(refiner, "The left MCA is too thin; thicken it. Shorten the basilar artery.")
+    lmca, ba = vocab.lookup("left MCA").labels[0], vocab.lookup("basilar artery").labels[0]
+    assert ways == {lmca: {"grow"}, ba: {"shrink"}}
+    assert Refiner.directions(refiner, "The left MCA looks odd.") == {}
+
+
 @pytest.fixture(scope="module")
 def cowtalk_model(cowtalk_dataset, nnunet_env):
     run_cli([cli("nnUNetv2_train"), str(COWTALK_ID), "3d_fullres", "0", "-tr", TRAINER, "-p", COWTALK_PLANS,

@@ -200,6 +200,9 @@ def test_cowtalk_table(tmp_path, no_image):
     assert d["dice_input"] == pytest.approx((2 * 64 / (64 + 72) + 1.0) / 2)
     assert d["dice_refined"] == 1.0 and d["cldice_refined"] == pytest.approx(1.0)
     assert d["cldice_input"] < 1.0
+    # the named vessel (class 1) alone: its Dice, not the average with the untouched class 13
+    assert d["dice_named_input"] == pytest.approx(2 * 64 / (64 + 72)) and d["dice_named_refined"] == 1.0
+    assert math.isnan(table["none"]["dice_named_input"])
     assert table["none"]["dice_input"] == 1.0 and table["all"]["n_cases"] == 2
     assert [r["error_type"] for r in read_rows(tmp_path / "out" / "cowtalk_table.csv")] == ["none", "disconnection", "all"]
     assert (tmp_path / "out" / "cowtalk_heatmap.png").stat().st_size > 1000

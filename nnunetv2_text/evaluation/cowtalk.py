@@ -41,10 +41,10 @@ class CowTalkJob:
     ref_file: Path
     shape_files: Tuple[Path, ...]  # channel file of class 1..NUM_CLASSES
     error_types: Tuple[str, ...]
-    #: the classes the case's errors name (contiguous ids): the vessels its instruction asks to edit
-    named: Tuple[int, ...] = ()
     #: original id -> contiguous id (refined maps are exported in the original ids, e.g. TopCoW's 15)
     to_contiguous: Tuple[Tuple[int, int], ...] = ()
+    #: the classes the case's errors name (contiguous ids): the vessels its instruction asks to edit
+    named: Tuple[int, ...] = ()
 
 
 def _find(raw: Path, sub: str, name: str) -> Path:

@@ -13,15 +13,18 @@ By default a round edits only what its instruction names (``edit_scope="named"``
 model's vocabulary finds in the instruction ("Widen the right ICA." names R-ICA). A voxel may leave a named
 class (for background or another named class) or join a named class from background; every other change
 the network proposes is discarded, and so are additions that float free of their vessel and removals that
-cut a vessel in two (:func:`scoped_changes`). That keeps a correction where the instruction puts it: a
-CoWTalk instruction always names its artery, and no CoWTalk correction draws an island or splits a
-vessel. ``edit_scope="all"`` takes the network's proposal everywhere (the network alone, the benchmark's
+cut a vessel in two (:func:`scoped_changes`), and a named vessel changes only the way its sentence's verb
+says: "thicken", "extend", "reconnect" and "add" only grow it, "thin", "shorten" and "remove" only shrink
+it (:meth:`Refiner.directions`). That keeps a correction where and as the instruction puts it: a
+CoWTalk instruction always names its artery and its edit, and no CoWTalk correction draws an island or
+splits a vessel. ``edit_scope="all"`` takes the network's proposal everywhere (the network alone, the benchmark's
 control).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Set
 
 import cc3d
 import numpy as np
@@ -36,13 +39,17 @@ from nnunetv2_text.utils.io import atomic_path, atomic_write_json
 
 
 EDIT_SCOPES = ("named", "all")
+#: edits that only add voxels to the vessel they name, and edits that only take voxels away
+GROWING_EDITS = ("thicken", "extend", "reconnect", "add")
+SHRINKING_EDITS = ("thin", "shorten", "remove", "remove_fragment")
 
 
 def _components(mask: np.ndarray) -> tuple:
     return cc3d.connected_components(mask, connectivity=26, return_N=True)
 
 
-def scoped_changes(old: np.ndarray, proposed: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+def scoped_changes(old: np.ndarray, proposed: np.ndarray, classes: Sequence[int],
+                   directions: Optional[Mapping[int, Set[str]]] = None) -> np.ndarray:
     """Which voxels may take their proposed label when an instruction names ``classes`` (bool mask).
 
     Allowed: a voxel of a named class becomes background or another named class, and a background voxel
@@ -50,9 +57,16 @@ def scoped_changes(old: np.ndarray, proposed: np.ndarray, classes: Sequence[int]
     voxels added to a class must be connected (26-neighbourhood) to what the class already has, or, for
     a class the shape lacks, to the shape's vessels; removals that would split a class into more pieces
     than it had are dropped. None of CoWTalk's corrections draws an island or cuts a vessel in two.
+    ``directions`` (class -> {"grow", "shrink"}) limits a class to the ways its instruction asks for: a
+    class that may only grow loses no voxel, one that may only shrink gains none.
     """
     named_now, named_before = np.isin(proposed, classes), np.isin(old, classes)
     accept = (proposed != old) & ((named_before & (named_now | (proposed == 0))) | ((old == 0) & named_now))
+    for c, ways in (directions or {}).items():
+        if "shrink" not in ways:
+            accept &= ~((old == c) & (proposed != c))
+        if "grow" not in ways:
+            accept &= ~((proposed == c) & (old != c))
     for c in classes:
         before = old == c
         after = np.where(accept, proposed, old) == c
@@ -101,6 +115,19 @@ class Refiner:
         if self.edit_scope == "all":
             return None
         return sorted({v for c in self.p.vocabulary.mentions(instruction) for v in c.labels})
+
+    def directions(self, instruction: str) -> Dict[int, Set[str]]:
+        """Class (contiguous id) -> the ways ("grow", "shrink") the instruction's verbs move it, read per
+        sentence: "The left MCA is too thin; thicken it." names the vessel in one clause and the verb in
+        the next, and joined instructions hold one sentence per error."""
+        out: Dict[int, Set[str]] = {}
+        for sentence in re.split(r"(?<=[.!?])\s+", instruction):
+            edits = read_edits(sentence)
+            ways = {"grow" for e in edits if e in GROWING_EDITS} | {"shrink" for e in edits if e in SHRINKING_EDITS}
+            for c in self.p.vocabulary.mentions(sentence):
+                for v in c.labels:
+                    out.setdefault(v, set()).update(ways)
+        return {v: w for v, w in out.items() if w}
 
     def check_instructions(self, case: str, steps: Sequence[str]) -> None:
         """Every instruction that asks for an edit must say which (a verb :func:`read_edits` reads), and under
@@ -180,7 +207,7 @@ class Refiner:
                 state = proposal
             else:  # voxels whose proposed change lies outside the scope keep their state (and label)
                 proposed = proposal.argmax(0)
-                take = scoped_changes(seg, proposed, classes) | (proposed == seg)
+                take = scoped_changes(seg, proposed, classes, self.directions(instruction)) | (proposed == seg)
                 state = np.where(take[None], proposal, state)
             seg = state.argmax(0).astype(seg.dtype)
             outs.append((seg, True))
