@@ -131,10 +131,34 @@ def test_prompt_batches_do_not_change_the_result(trained_model, toy_dataset):
     prompts = ["ball", "rod", "cube", "all shapes"]
     one = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=1)
     many = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=16)
+    auto = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")  # chunk measured on the first tile
     a = one.predict(image, prompts, return_probabilities=True)
     b = many.predict(image, prompts, return_probabilities=True)
+    c = auto.predict(image, prompts, return_probabilities=True)
     for q in prompts:
         np.testing.assert_allclose(a[q].astype(np.float32), b[q].astype(np.float32), atol=2e-3)
+        np.testing.assert_allclose(a[q].astype(np.float32), c[q].astype(np.float32), atol=2e-3)
+    assert 1 in auto.predictor.chunk_timings
+
+
+def test_the_chunk_size_is_the_fastest_measured(trained_model):
+    """While a tile's prompts decode, chunks of 1, 2, 4, ... prompts are timed; the rest decode with the
+    fastest per prompt, the choice is kept once the sizes are explored, and the logits are those of one batch."""
+    import torch
+
+    seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
+    p = seg.predictor
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, *p.configuration_manager.patch_size)
+    p.set_prompts(torch.randn(40, p.network_config.text_dim))
+    with torch.inference_mode():
+        skips = p.network.encode(x)
+        chunked = p._decode_all(skips, x)
+        whole = p.network.decode(skips, p._text, x)
+    torch.testing.assert_close(chunked, whole, atol=5e-3, rtol=1e-3)
+    times = p.chunk_timings
+    assert p.chunk_choice == min(times, key=times.get) and set(times) <= {1, 2, 4, 8, 16, 32}, times
+    assert p.prompt_batch_size in (0, p.chunk_choice)  # kept for good once every size up to 32 was tried
 
 
 def test_training_case_without_foreground_is_named(toy_dataset, tmp_path):

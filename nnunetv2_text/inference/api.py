@@ -34,7 +34,7 @@ class TextSegmenter:
 
     def __init__(self, model_folder: Union[str, Path], folds: Optional[Sequence[Union[int, str]]] = None,
                  checkpoint: str = "checkpoint_final.pth", device: str = "cuda", use_mirroring: bool = True,
-                 step_size: float = 0.5, prompt_batch_size: int = 16,
+                 step_size: float = 0.5, prompt_batch_size: int = 0,
                  progress: Optional[Callable[[int, int], None]] = None):
         dev = torch.device(device)
         self.predictor = TextPredictor(tile_step_size=step_size, use_mirroring=use_mirroring,

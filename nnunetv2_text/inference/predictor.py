@@ -4,8 +4,10 @@ Reused from ``nnUNetPredictor``: preprocessing from the plans (multiprocess), th
 sliding window, fold ensembling, padding, device fallback. Changed:
 
 - the network is rebuilt from the checkpoint's ``text`` entry with the trainer's builder;
-- each tile is encoded ONCE and all prompts of the case are decoded from it, in chunks of
-  ``prompt_batch_size`` (halved and retried on CUDA out-of-memory);
+- each tile is encoded ONCE and all prompts of the case are decoded from it, in chunks whose size is
+  measured on the first tiles (:meth:`TextPredictor._calibrate_chunk`: the fastest per prompt within
+  1.5x the memory of decoding one prompt at a time, as VoxTell's loop does), or fixed by
+  ``prompt_batch_size``; halved and retried on CUDA out-of-memory;
 - one output channel per prompt (sigmoid), exported as one binary mask per prompt;
 - test-time mirroring never flips the left-right axis (dropped again here, whatever the checkpoint says).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -37,6 +40,12 @@ from nnunetv2_text.utils.laterality import mirror_axes_without
 from nnunetv2_text.utils.orientation import canonical_reader
 
 logger = logging.getLogger(__name__)
+
+#: a chunk of prompts may use at most this multiple of the peak memory of decoding one prompt (VoxTell's
+#: own loop decodes one at a time; issue #25 bounds the batched decoder by it)
+CHUNK_MEMORY_FACTOR = 1.5
+#: chunk sizes stop growing once one decodes a prompt this many times slower than the best so far
+CHUNK_STOP = 1.25
 
 CACHE_IN_MODEL = Path("text") / "embeddings.safetensors"
 
@@ -80,10 +89,13 @@ def _network_from_checkpoint(managers: tuple, text_entry: dict, weights: dict) -
 class TextPredictor(nnUNetPredictor):
     def __init__(self, tile_step_size: float = 0.5, use_gaussian: bool = True, use_mirroring: bool = True,
                  perform_everything_on_device: bool = True, device: torch.device = torch.device("cuda"),
-                 verbose: bool = False, allow_tqdm: bool = True, prompt_batch_size: int = 16):
+                 verbose: bool = False, allow_tqdm: bool = True, prompt_batch_size: int = 0):
         super().__init__(tile_step_size, use_gaussian, use_mirroring, perform_everything_on_device, device,
                          verbose, False, allow_tqdm)
+        #: prompts decoded together per tile; 0: measured on the first tile (:meth:`_calibrate_chunk`)
         self.prompt_batch_size = prompt_batch_size
+        self.chunk_timings: Dict[int, float] = {}  # chunk size -> seconds per prompt, from the calibration
+        self.chunk_choice: Optional[int] = None  # the size the last calibration chose
         self.text_entry: Optional[dict] = None
         self.model_folder: Optional[Path] = None
         self._text: Optional[torch.Tensor] = None
@@ -315,9 +327,75 @@ class TextPredictor(nnUNetPredictor):
         return TextNetworkConfig.from_dict(self.text_entry["network_config"])
 
     # ------------------------------------------------------------------ the per-tile hook
+    def _calibrate_chunk(self, skips: List[torch.Tensor], text: torch.Tensor, x: torch.Tensor) -> List[torch.Tensor]:
+        """Decode a tile's prompts in chunks of 1, 2, 4, ... prompts, timing each, and decode the rest with
+        the size that was fastest per prompt; -> the decoded chunks (nothing is decoded twice).
+
+        What a prompt costs depends on the device and the network: on a CPU VoxTell's 440M decoder is slower
+        per prompt in one batch than in a loop, a small decoder several times faster (docs/PERFORMANCE.md);
+        on a GPU a batch is faster until memory runs out. So the size is measured, not fixed. A chunk may not
+        use more than ``CHUNK_MEMORY_FACTOR`` times the peak memory of decoding one prompt (measured on
+        CUDA); sizes stop growing there, at the tile's prompt count, or once a size is ``CHUNK_STOP`` times
+        slower per prompt than the best. Measurements carry over to the next tile until that happens; then
+        the best size is kept for good. The first prompt is decoded alone and not timed: the first call pays
+        for kernel selection and allocator growth.
+        """
+        device, n = skips[0].device, text.shape[0]
+        cuda = device.type == "cuda"
+
+        def decode(k0: int, k: int) -> tuple:
+            if cuda:
+                torch.cuda.synchronize(device)
+            t = time.perf_counter()
+            out = self.network.decode(skips, text[k0:k0 + k], x)
+            if cuda:
+                torch.cuda.synchronize(device)
+            return out, (time.perf_counter() - t) / k
+
+        timings, outs, i = self.chunk_timings, [], 0
+        if not timings:
+            if cuda:
+                base = torch.cuda.memory_allocated(device)
+            outs.append(decode(0, 1)[0])
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            out, timings[1] = decode(1, 1)
+            outs.append(out)
+            i = 2
+            if cuda:
+                peak = torch.cuda.max_memory_allocated(device)
+                self._chunk_cap = max(1, int((CHUNK_MEMORY_FACTOR * peak - base) // max(peak - base, 1)))
+        cap = min(n, getattr(self, "_chunk_cap", n))
+        size, concluded = 2 * max(timings), False
+        while True:
+            best = min(timings, key=timings.get)
+            if size > cap or timings[max(timings)] >= CHUNK_STOP * timings[best]:
+                concluded = True
+                break
+            if i + size > n:  # this tile's prompts ran out: the next tile goes on measuring
+                break
+            out, timings[size] = decode(i, size)
+            outs.append(out)
+            i += size
+            size *= 2
+        self.chunk_choice = best
+        if concluded:
+            self.prompt_batch_size = best
+            logger.info("decoding %d prompt(s) at a time (seconds per prompt by chunk size: %s)", best,
+                        {k: round(v, 4) for k, v in timings.items()})
+        if i < n:
+            outs.append(self._decode_chunks(skips, text[i:], x, best))
+        return outs
+
     def _decode_all(self, skips: List[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         text = self._text.to(skips[0].device)
-        outs, i, bs = [], 0, max(1, self.prompt_batch_size)
+        if self.prompt_batch_size <= 0 and text.shape[0] > 1:
+            return torch.cat(self._calibrate_chunk(skips, text, x), 1)
+        return self._decode_chunks(skips, text, x)
+
+    def _decode_chunks(self, skips: List[torch.Tensor], text: torch.Tensor, x: torch.Tensor,
+                       chunk: Optional[int] = None) -> torch.Tensor:
+        outs, i, bs = [], 0, max(1, chunk or self.prompt_batch_size)
         while i < text.shape[0]:
             try:
                 outs.append(self.network.decode(skips, text[i:i + bs], x))
@@ -326,9 +404,9 @@ class TextPredictor(nnUNetPredictor):
                 if bs == 1:
                     raise
                 bs = bs // 2
+                self.prompt_batch_size = bs
                 torch.cuda.empty_cache()
                 logger.warning("CUDA out of memory: decoding %d prompts at a time", bs)
-        self.prompt_batch_size = bs
         return torch.cat(outs, 1)
 
     @torch.inference_mode()

@@ -104,7 +104,8 @@ def _understanding_args(p: argparse.ArgumentParser) -> None:
                         "VoxTell does) or its nearest training term's (nearest_term: the answer depends on the "
                         "concept the prompt was understood as, recorded in the manifest, not on its wording). "
                         f"Default: {DEFAULT_WORDING}")
-    p.add_argument("--prompt_batch_size", type=int, default=16, help="prompts decoded together per tile")
+    p.add_argument("--prompt_batch_size", type=int, default=0,
+                   help="prompts decoded together per tile (default 0: measured on the first tile, see docs/PERFORMANCE.md)")
     p.add_argument("--cache", default=None, help="embedding cache (default: the model folder's text/ cache)")
     p.add_argument("--text_device", default="cpu", help="device for encoding prompts missing from the cache")
 
