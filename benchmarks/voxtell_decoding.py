@@ -121,7 +121,17 @@ def main(argv=None) -> int:
         o_vt = o_us = None
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        rows.append((n, t_vt, t_us, m_vt, m_us, diff))
+        # what a prediction does: the predictor's chunks, their size measured on a first (untimed) tile
+        pred = seg.predictor
+        pred.set_prompts(text[0])
+        pred.chunk_timings, pred.prompt_batch_size = {}, 0
+        pred.__dict__.pop("_chunk_cap", None)
+        with torch.inference_mode():
+            pred._decode_all(ours.encode(x), x)
+        t_ch, m_ch, _ = measure(lambda: pred._decode_all(ours.encode(x), x), device, args.reps)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        rows.append((n, t_vt, t_us, m_vt, m_us, diff, t_ch, m_ch, pred.prompt_batch_size or pred.chunk_choice or 1))
         print(rows[-1], flush=True)
 
     # whole case, 10 prompts: VoxTell's predictor against ours on the imported folder
@@ -171,15 +181,17 @@ def main(argv=None) -> int:
              f"2048-dim queries, G = 32, 440M parameters) with random weights, imported with "
              f"`nnUNetv2_text_import_voxtell`; patch {args.patch}³ (VoxTell: 192³). \"VoxTell\" is "
              f"`voxtell` 0.1.2's own `VoxTellModel.forward`: encoder and prompt decoder once, the image decoder "
-             f"once per prompt. \"batched\" is this plugin's `encode` + one `decode` of all prompts.", "",
-             "| prompts | VoxTell forward (s) | batched (s) | VoxTell / batched | peak MiB VoxTell | peak MiB batched "
-             "| max rel. difference |",
-             "|---|---|---|---|---|---|---|"]
-    for n, a, b, ma, mb, d in rows:
-        if b is None:
-            lines.append(f"| {n} | {a:.2f} | out of memory | - | {mib(ma)} | - | - |")
-        else:
-            lines.append(f"| {n} | {a:.2f} | {b:.2f} | {a / b:.2f}x | {mib(ma)} | {mib(mb)} | {d:.1e} |")
+             f"once per prompt. \"one batch\" is this plugin's `encode` + one `decode` of all prompts; "
+             f"\"chunked\" what its predictor does: `encode` + the prompts in chunks whose size it measured on a "
+             f"first, untimed tile (`--prompt_batch_size 0`, the default).", "",
+             "| prompts | VoxTell forward (s) | one batch (s) | VoxTell / one batch | chunked (s) | VoxTell / chunked "
+             "| chunk | peak MiB VoxTell | peak MiB one batch | peak MiB chunked (ratio) | max rel. difference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for n, a, b, ma, mb, d, c, mc, k in rows:
+        batch = "out of memory | -" if b is None else f"{b:.2f} | {a / b:.2f}x"
+        ratio = f"{mib(mc)}" + (f" ({mc / ma:.2f}x)" if mc is not None and ma else "")
+        lines.append(f"| {n} | {a:.2f} | {batch} | {c:.2f} | {a / c:.2f}x | {k} | {mib(ma)} | "
+                     f"{'-' if b is None else mib(mb)} | {ratio} | {'-' if d is None else f'{d:.1e}'} |")
     lines += ["", f"Whole case {'x'.join(map(str, args.case))} voxels at 1.5 mm, 10 prompts, sliding window "
                   f"(step 0.5, no mirroring): VoxTell's predictor {case_vt:.1f} s, this plugin "
                   f"(`TextSegmenter.predict` on the imported folder, preprocessing included) {case_us:.1f} s "
