@@ -50,12 +50,12 @@ def make_predictors(arch, patch, device, prompt_batch, design: dict = None):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--patch", type=int, nargs="+", default=[128], help="patch: one size (cubic) or Z Y X")
     p.add_argument("--image", type=int, default=160, help="isotropic image size in voxels")
     p.add_argument("--case", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="a whole case of this size instead of --image's cube (e.g. 200 256 256)")
     p.add_argument("--prompts", type=int, nargs="+", default=[1, 10, 30])
-    p.add_argument("--prompt_batch", type=int, default=16)
+    p.add_argument("--prompt_batch", type=int, default=0, help="prompts per chunk (0: measured, the default)")
     p.add_argument("--plans", default=None)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--designs", nargs="+", default=["{}"],
@@ -65,13 +65,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
-    arch = arch_from_plans(args.plans, [args.patch] * 3)
+    patch = args.patch * 3 if len(args.patch) == 1 else args.patch
+    arch = arch_from_plans(args.plans, patch)
     shape = tuple(args.case) if args.case else (args.image,) * 3
     image = torch.randn(1, *shape)
     rows = []
     for d in args.designs:
         design = json.loads(d)
-        plain, text = make_predictors(arch, [args.patch] * 3, device, args.prompt_batch, design)
+        plain, text = make_predictors(arch, patch, device, args.prompt_batch, design)
         if not rows:
             rows.append({"mode": "plain nnU-Net", "design": None, "prompts": 0, "seconds": timed(
                 lambda: plain.predict_sliding_window_return_logits(image), device, 1, args.reps)})
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
         r["x_one_prompt"] = r["seconds"] / one if one else None
         r["x_plain"] = r["seconds"] / rows[0]["seconds"]
     result = {"benchmark": "predict_prompts", "device": device_name(device),
-              "date": datetime.date.today().isoformat(), "torch": torch.__version__, "patch": args.patch,
+              "date": datetime.date.today().isoformat(), "torch": torch.__version__, "patch": patch,
               "image": list(shape), "prompt_batch": args.prompt_batch, "rows": rows}
     print(f"{'mode':<15}{'design':<28}{'prompts':>8}{'s/case':>9}{'x 1 prompt':>11}{'x plain':>9}")
     for r in rows:
