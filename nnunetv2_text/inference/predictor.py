@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 CHUNK_MEMORY_FACTOR = 1.5
 #: chunk sizes stop growing once one decodes a prompt this many times slower than the best so far
 CHUNK_STOP = 1.25
+#: a larger chunk is chosen only if it decodes a prompt more than this fraction faster than a smaller one
+CHUNK_TIE = 0.05
 
 CACHE_IN_MODEL = Path("text") / "embeddings.safetensors"
 
@@ -368,8 +370,8 @@ class TextPredictor(nnUNetPredictor):
         cap = min(n, getattr(self, "_chunk_cap", n))
         size, concluded = 2 * max(timings), False
         while True:
-            best = min(timings, key=timings.get)
-            if size > cap or timings[max(timings)] >= CHUNK_STOP * timings[best]:
+            best = self._preferred_chunk(timings)
+            if size > cap or timings[max(timings)] >= CHUNK_STOP * min(timings.values()):
                 concluded = True
                 break
             if i + size > n:  # this tile's prompts ran out: the next tile goes on measuring
@@ -386,6 +388,13 @@ class TextPredictor(nnUNetPredictor):
         if i < n:
             outs.append(self._decode_chunks(skips, text[i:], x, best))
         return outs
+
+    @staticmethod
+    def _preferred_chunk(timings: Dict[int, float]) -> int:
+        """The smallest measured chunk within ``CHUNK_TIE`` of the fastest per prompt: a tie goes to the
+        chunk that needs less memory, and one timing's noise does not buy a larger one."""
+        fastest = min(timings.values())
+        return min(k for k, t in timings.items() if t <= (1 + CHUNK_TIE) * fastest)
 
     def _decode_all(self, skips: List[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         text = self._text.to(skips[0].device)
