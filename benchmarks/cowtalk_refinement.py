@@ -40,10 +40,10 @@ import torch
 
 from dataset_conversion.cowtalk.instructions import describe_error
 from dataset_conversion.cowtalk.phantom import write_phantom_topcow
-from nnunetv2_text.demo.pipeline import command, nnunet_env, run
+from nnunetv2_text.demo.pipeline import command, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, device_name, pipeline_parser, plan_resenc_m  # noqa: E402
+from common import RESULTS, benchmark_env, device_name, pipeline_parser, plan_resenc_m  # noqa: E402
 
 DATASET_IDS = {"image": 993, "no image": 992}
 ROUNDS = 3
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
                    help="evaluate the model an earlier run in this workdir trained, if it finished")
     args = p.parse_args(argv)
     work = Path(args.workdir).resolve()
-    env = nnunet_env(work)
+    env = benchmark_env(work)
     log = work / "cowtalk.log"
     topcow = work / "topcow"
     subjects = write_phantom_topcow(topcow, n_subjects=args.subjects, modalities=("ct",), seed=0)

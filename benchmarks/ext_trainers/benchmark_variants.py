@@ -4,6 +4,7 @@ nnU-Net through nnUNet_extTrainer when a benchmark adds this folder (``common.be
 Each changes one thing against a product variant; users choose among those (training/variants.py), and
 these stay out of their ``nnUNetv2_train -tr`` list. Names are kept: checkpoints store them.
 """
+from nnunetv2_text.training.cowtalk import CoWTalkRefineTrainer_cpu
 from nnunetv2_text.training.variants import (TextFusionTrainer_demo, TextFusionTrainer_emptyLoss,
                                              TextFusionTrainer_light)
 
@@ -68,3 +69,12 @@ class TextFusionTrainer_demoEmptyLossNoPartialLabels(TextFusionTrainer_demoEmpty
     """The naive merge ablation under the empty-target loss (benchmarks/merge.py --trainers)."""
 
     use_partial_labels = False
+
+
+class CoWTalkRefineTrainer_cpuVerb(CoWTalkRefineTrainer_cpu):
+    """The CPU refiner schedule with half of the invertible errors asked for in reverse and the demo's
+    learning rate (3e-3): does a stronger push make the 600-step refiner read the verb? (issue #26; the
+    default schedule's refiner answered the contrary instruction as the right one)"""
+
+    p_inverse = 0.5
+    learning_rate = 3e-3
