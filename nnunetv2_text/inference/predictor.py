@@ -329,8 +329,8 @@ class TextPredictor(nnUNetPredictor):
         return TextNetworkConfig.from_dict(self.text_entry["network_config"])
 
     # ------------------------------------------------------------------ the per-tile hook
-    def _calibrate_chunk(self, skips: List[torch.Tensor], text: torch.Tensor, x: torch.Tensor) -> List[torch.Tensor]:
-        """Decode a tile's prompts in chunks of 1, 2, 4, ... prompts, timing each, and decode the rest with
+    def _calibrate_chunk(self, skips: List[torch.Tensor], queries: torch.Tensor, x: torch.Tensor) -> List[torch.Tensor]:
+        """Decode a tile's prompt queries in chunks of 1, 2, 4, ... prompts, timing each, and decode the rest with
         the size that was fastest per prompt; -> the decoded chunks (nothing is decoded twice).
 
         What a prompt costs depends on the device and the network: on a CPU VoxTell's 440M decoder is slower
@@ -342,14 +342,14 @@ class TextPredictor(nnUNetPredictor):
         the best size is kept for good. The first prompt is decoded alone and not timed: the first call pays
         for kernel selection and allocator growth.
         """
-        device, n = skips[0].device, text.shape[0]
+        device, n = skips[0].device, queries.shape[1]
         cuda = device.type == "cuda"
 
         def decode(k0: int, k: int) -> tuple:
             if cuda:
                 torch.cuda.synchronize(device)
             t = time.perf_counter()
-            out = self.network.decode(skips, text[k0:k0 + k], x)
+            out = self.network.decode(skips, None, x, queries=queries[:, k0:k0 + k])
             if cuda:
                 torch.cuda.synchronize(device)
             return out, (time.perf_counter() - t) / k
@@ -386,7 +386,7 @@ class TextPredictor(nnUNetPredictor):
             logger.info("decoding %d prompt(s) at a time (seconds per prompt by chunk size: %s)", best,
                         {k: round(v, 4) for k, v in timings.items()})
         if i < n:
-            outs.append(self._decode_chunks(skips, text[i:], x, best))
+            outs.append(self._decode_chunks(skips, queries[:, i:], x, best))
         return outs
 
     @staticmethod
@@ -397,17 +397,18 @@ class TextPredictor(nnUNetPredictor):
         return min(k for k, t in timings.items() if t <= (1 + CHUNK_TIE) * fastest)
 
     def _decode_all(self, skips: List[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        text = self._text.to(skips[0].device)
-        if self.prompt_batch_size <= 0 and text.shape[0] > 1:
-            return torch.cat(self._calibrate_chunk(skips, text, x), 1)
-        return self._decode_chunks(skips, text, x)
+        # every prompt's query once per tile (prompts never attend to each other); chunks decode queries
+        queries = self.network.prompt_queries(skips, self._text.to(skips[0].device))
+        if self.prompt_batch_size <= 0 and queries.shape[1] > 1:
+            return torch.cat(self._calibrate_chunk(skips, queries, x), 1)
+        return self._decode_chunks(skips, queries, x)
 
-    def _decode_chunks(self, skips: List[torch.Tensor], text: torch.Tensor, x: torch.Tensor,
+    def _decode_chunks(self, skips: List[torch.Tensor], queries: torch.Tensor, x: torch.Tensor,
                        chunk: Optional[int] = None) -> torch.Tensor:
         outs, i, bs = [], 0, max(1, chunk or self.prompt_batch_size)
-        while i < text.shape[0]:
+        while i < queries.shape[1]:
             try:
-                outs.append(self.network.decode(skips, text[i:i + bs], x))
+                outs.append(self.network.decode(skips, None, x, queries=queries[:, i:i + bs]))
                 i += bs
             except torch.cuda.OutOfMemoryError:
                 if bs == 1:

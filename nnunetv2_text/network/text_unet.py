@@ -62,28 +62,38 @@ class TextPromptableUNet(nn.Module):
     def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
         return self.encoder(x)
 
-    def decode(self, skips: List[torch.Tensor], text: torch.Tensor, image: Optional[torch.Tensor] = None):
-        """Logits for each prompt; ``image`` (the network input) is needed only by refinement models, whose
-        output adds the one-hot prior of the shape in the input's channels (``shape_prior_channels``)."""
+    def prompt_queries(self, skips: List[torch.Tensor], text: torch.Tensor) -> torch.Tensor:
+        """(B, N, D): the prompt decoder's query of each prompt. Prompts attend to the image, never to each
+        other, so a predictor computes every prompt's query once per tile and decodes them in chunks
+        (:meth:`decode` with ``queries``), as VoxTell runs its prompt decoder once and its image decoder
+        per prompt."""
         b = skips[0].shape[0]
         if text.ndim == 2:
             text = text.unsqueeze(0).expand(b, -1, -1)
         if text.ndim != 3 or text.shape[0] != b or text.shape[2] != self.config.text_dim:
             raise ValueError(f"text must be (B={b}, N, {self.config.text_dim}) or (N, {self.config.text_dim}), "
                              f"got {tuple(text.shape)}")
-        q = self.prompt_decoder(text, skips[self.config.attend_stage])  # (B, N, D)
+        return self.prompt_decoder(text, skips[self.config.attend_stage])
+
+    def decode(self, skips: List[torch.Tensor], text: Optional[torch.Tensor], image: Optional[torch.Tensor] = None,
+               queries: Optional[torch.Tensor] = None):
+        """Logits for each prompt, from its text or from its :meth:`prompt_queries` (``queries``); ``image``
+        (the network input) is needed only by refinement models, whose output adds the one-hot prior of the
+        shape in the input's channels (``shape_prior_channels``)."""
+        q = self.prompt_queries(skips, text) if queries is None else queries  # (B, N, D)
+        n = q.shape[1]
         guidance: List[Optional[torch.Tensor]] = [None] * self.decoder.num_stages
         for s, adapter in self.adapters.items():
             guidance[int(s)] = adapter(q)  # (B, N, G, C_s)
-        out = self.decoder(skips, guidance, text.shape[1])
+        out = self.decoder(skips, guidance, n)
         if self.config.shape_prior_channels is None:
             return out
         if image is None:
             raise ValueError("a refinement network decodes with its input (decode(skips, text, image))")
         prior = self.shape_prior(image)
         if isinstance(out, list):
-            return [o + self._at(prior, o, text.shape[1]) for o in out]
-        return out + self._at(prior, out, text.shape[1])
+            return [o + self._at(prior, o, n) for o in out]
+        return out + self._at(prior, out, n)
 
     def shape_prior(self, image: torch.Tensor) -> torch.Tensor:
         """(B, K, ...) logits: ``shape_prior_logit`` on the class the input's shape channels give each voxel
