@@ -124,8 +124,7 @@ def main(argv=None) -> int:
         # what a prediction does: the predictor's chunks, their size measured on a first (untimed) tile
         pred = seg.predictor
         pred.set_prompts(text[0])
-        pred.chunk_timings, pred.prompt_batch_size = {}, 0
-        pred.__dict__.pop("_chunk_cap", None)
+        pred.measure_chunk_again()
         with torch.inference_mode():  # the first tiles of a case, until the chunk size is chosen for good
             for _ in range(4):
                 pred._decode_all(ours.encode(x), x)

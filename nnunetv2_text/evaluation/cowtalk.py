@@ -171,5 +171,6 @@ def render_cowtalk_report(table: Sequence[Mapping], figure: str, pred_folder: st
     return ("# CoWTalk refinement report\n\n"
             f"Refined label maps `{pred_folder}`. 'in' = erroneous input shape, 'out' = refined output, both vs "
             "ground truth. Dice and Betti-0 error: mean over classes present in either mask; clDice: merged "
-            "vessel mask; named Dice: mean Dice of the vessels the case's errors name. A case with several error types counts in each row.\n\n"
+            "vessel mask; named Dice: mean Dice of the vessels the case's errors name. A case with several "
+            "error types counts in each row.\n\n"
             "## Per error type\n\n" + md_table(header, rows) + f"\n![{figure}]({figure})\n")

@@ -98,6 +98,7 @@ class TextPredictor(nnUNetPredictor):
         self.prompt_batch_size = prompt_batch_size
         self.chunk_timings: Dict[int, float] = {}  # chunk size -> seconds per prompt, from the calibration
         self.chunk_choice: Optional[int] = None  # the size the last calibration chose
+        self._chunk_cap: Optional[int] = None  # CUDA: the largest chunk within CHUNK_MEMORY_FACTOR
         self.text_entry: Optional[dict] = None
         self.model_folder: Optional[Path] = None
         self._text: Optional[torch.Tensor] = None
@@ -367,7 +368,7 @@ class TextPredictor(nnUNetPredictor):
             if cuda:
                 peak = torch.cuda.max_memory_allocated(device)
                 self._chunk_cap = max(1, int((CHUNK_MEMORY_FACTOR * peak - base) // max(peak - base, 1)))
-        cap = min(n, getattr(self, "_chunk_cap", n))
+        cap = min(n, self._chunk_cap or n)
         size, concluded = 2 * max(timings), False
         while True:
             best = self._preferred_chunk(timings)
@@ -388,6 +389,10 @@ class TextPredictor(nnUNetPredictor):
         if i < n:
             outs.append(self._decode_chunks(skips, queries[:, i:], x, best))
         return outs
+
+    def measure_chunk_again(self) -> None:
+        """Forget the measured chunk size: the next tiles measure it anew (another device, another model)."""
+        self.prompt_batch_size, self.chunk_timings, self.chunk_choice, self._chunk_cap = 0, {}, None, None
 
     @staticmethod
     def _preferred_chunk(timings: Dict[int, float]) -> int:

@@ -185,7 +185,7 @@ def read_case_instructions(raw_dataset: Path, dataset_json: dict, folders: Itera
 
 def inverted(error: dict) -> dict:
     """The error asked for instead of repaired: its inverse sentences in place of the repair's."""
-    return {**error, **error["inverse"], "direction": "inverse"}
+    return {**error, **error["inverse"]}
 
 
 def all_instruction_texts(cases: Dict[str, List[dict]]) -> List[str]:
@@ -199,7 +199,8 @@ def all_instruction_texts(cases: Dict[str, List[dict]]) -> List[str]:
                 texts[e["short"]] = texts[e["long"]] = None
         for k in range(1, len(real) + 1):
             for subset in itertools.combinations(real, k):
-                for directed in itertools.product(*[(e, inverted(e)) if "inverse" in e else (e,) for e in subset]):
+                ways = [(e, inverted(e)) if "inverse" in e else (e,) for e in subset]
+                for directed in itertools.product(*ways):
                     for kind in ("short", "long"):
                         texts[join_instructions(directed, kind)] = None
     return list(texts)

@@ -104,11 +104,13 @@ class CoWTalkRefineTrainer(TextTrainerBase):
                 t[b, 0][t[b, 0] == label] = 0
                 t[b, 0][(s > 0.5) & (t[b, 0] == 0)] = label
 
-        erroneous = data[b:b + 1, channel:channel + 1].clone()
-        if action in ("drop", "inverse"):
+        if action == "leave":
+            target_shows(data[b:b + 1, channel:channel + 1])
+        elif action in ("drop", "inverse"):
+            erroneous = data[b:b + 1, channel:channel + 1].clone() if action == "inverse" else None
             data[b, channel] = (targets[0][b, 0] == label).to(data.dtype)
-        if action in ("leave", "inverse"):
-            target_shows(erroneous)
+            if erroneous is not None:
+                target_shows(erroneous)
 
     def prompt_batch(self, batch: dict, data: torch.Tensor, target, training: bool):
         targets = target if isinstance(target, list) else [target]
