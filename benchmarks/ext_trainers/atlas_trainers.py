@@ -9,14 +9,21 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2_text.training.base import TextTrainerBase
 from nnunetv2_text.training.variants import TextFusionTrainer_demo, TextFusionTrainer_lateFusion, TextFusionTrainer_light
 
-#: the CPU preset's schedule: 500 steps of batch 2 (the slowest model, today's decoder, in about 30-40 min
-#: on 2 cores at 4 mm)
-CPU_EPOCHS, CPU_ITERATIONS, CPU_VAL_ITERATIONS = 20, 25, 2
+#: the CPU preset's schedule: 1200 steps of batch 2 at 5 mm. A probe of 6 steps per model (2 cores) took
+#: 0.81 s (plain), 1.05 s (text, 2 present prompts), 3.0 s (text, 8) and 1.33 s (light, 8) per step; 500
+#: steps at 4 mm had taught neither model a region (docs/EVALUATION.md)
+CPU_EPOCHS, CPU_ITERATIONS, CPU_VAL_ITERATIONS = 48, 25, 2
 
 
 class TextFusionTrainer_atlasCPU(TextFusionTrainer_demo):
-    """The text model on the CPU preset: the demo's slim prompt decoder and learning rate, 500 steps."""
+    """The text model on the CPU preset: the demo's slim prompt decoder and learning rate, 1200 steps.
 
+    Four present concepts per sample, not two: plain nnU-Net is taught all 116 labels at every step, and two
+    per sample gave each of the atlas's ~200 concepts about ten exposures in 500 steps. Four keeps the
+    every-stage decoder's step (the slowest model) within the 45 minutes.
+    """
+
+    num_positive_prompts = 4
     epochs = CPU_EPOCHS
     iterations_per_epoch = CPU_ITERATIONS
     val_iterations_per_epoch = CPU_VAL_ITERATIONS
