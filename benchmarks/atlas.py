@@ -48,22 +48,25 @@ HERE = Path(__file__).resolve().parent
 DATASET_ID = 997
 PROMPTS = json.loads((HERE / "atlas_prompts.json").read_text(encoding="utf-8"))
 MODELS = {"text": "text model", "plain": "plain nnU-Net, same labels", "late": "late fusion (ablation)",
-          "light": "light decoder"}
+          "light": "light decoder", "shared": "shared decoder"}
 PRESETS = {
     # each model trains in at most 45 min on 2 CPU cores: 5 mm (drops 4 regions under 10 voxels), the ResEncM
     # plans narrowed to 16-128 features (same stages and patch), batch 2, 1200 steps, 4 present prompts
     "cpu": {"spacing": 5.0, "subjects": 20, "test": 5, "small": True,
             "trainers": {"text": "TextFusionTrainer_atlasCPU", "plain": "nnUNetTrainer_noLRMirror_atlasCPU",
-                         "late": "TextFusionTrainer_atlasCPU_lateFusion", "light": "TextFusionTrainer_atlasCPU_light"}},
+                         "late": "TextFusionTrainer_atlasCPU_lateFusion", "light": "TextFusionTrainer_atlasCPU_light",
+                         "shared": "TextFusionTrainer_atlasCPU_shared"}},
     # checks the whole pipeline in a few minutes; its figures mean nothing
     "smoke": {"spacing": 8.0, "subjects": 5, "test": 1, "small": True,
               "trainers": {"text": "TextFusionTrainer_atlasSmoke", "plain": "nnUNetTrainer_noLRMirror_atlasSmoke",
                            "late": "TextFusionTrainer_atlasSmoke_lateFusion",
-                           "light": "TextFusionTrainer_atlasSmoke_light"}},
+                           "light": "TextFusionTrainer_atlasSmoke_light",
+                           "shared": "TextFusionTrainer_atlasSmoke_shared"}},
     # the full schedule (1000 x 250 steps) on the ResEncM plans at 2 mm: figures owed until a GPU is lent
     "gpu": {"spacing": 2.0, "subjects": 40, "test": 10, "small": False,
             "trainers": {"text": "TextFusionTrainer", "plain": "nnUNetTrainer_noLRMirror",
-                         "late": "TextFusionTrainer_lateFusion", "light": "TextFusionTrainer_light"}},
+                         "late": "TextFusionTrainer_lateFusion", "light": "TextFusionTrainer_light",
+                         "shared": "TextFusionTrainer_shared"}},
 }
 
 

@@ -68,7 +68,7 @@ def test_gradient_reaches_every_fusion_stage_adapter_and_prompt_decoder():
     assert net.prompt_decoder.text_proj[0].weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("design", [{}, {"light_stages": 2}])
+@pytest.mark.parametrize("design", [{}, {"light_stages": 2}, {"shared_decoder": True}])
 def test_text_changes_output_and_prompts_are_independent(design):
     net = net_for(4, **design).eval()
     x, t = torch.randn(1, 1, 16, 16, 16), torch.randn(1, 3, 24)
@@ -199,6 +199,42 @@ def test_light_stage_config_checks():
     with pytest.raises(ValueError, match="final_output"):
         net_for(4, light_stages=1, final_output="dot")
     assert TextNetworkConfig(text_dim=8, light_stages=2).resolved_fusion_stages(4) == (0, 1)
+
+
+@pytest.mark.parametrize("n_stages", [3, 4, 5])
+def test_shared_decoder_runs_every_stage_once_per_image_and_reads_each_prompt_out(n_stages):
+    """Issue #25: with a shared decoder no convolution sees more rows than images, whatever the number of
+    prompts; each prompt gets deep-supervised logits at every stage from its own read-out."""
+    strides = [[1, 1, 1]] + [[2, 2, 2]] * (n_stages - 1)
+    net = net_for(n_stages, strides=strides, shared_decoder=True)
+    n_dec = n_stages - 1
+    rows = []
+    for m in net.decoder.modules():
+        if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+            m.register_forward_hook(lambda m, a, o: rows.append(a[0].shape[0]))
+    size = max(16, 2 ** n_stages)
+    x, patch = torch.randn(2, 1, size, size, size), np.array([size] * 3)
+    out = net(x, torch.randn(2, 5, 24))
+    assert len(out) == n_dec and rows and set(rows) == {2}
+    for o, scale in zip(out, ds_scales(strides)):
+        assert tuple(o.shape) == (2, 5, *(patch * np.array(scale)).astype(int))
+    sum(o.float().pow(2).mean() for o in out).backward()
+    missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
+    assert sorted(map(int, net.adapters)) == list(range(n_dec)) and len(net.decoder.seg_layers) == 0
+    net.decoder.deep_supervision = False
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, torch.ones(2, 2, 24))[:, 0], net(x, torch.ones(2, 2, 24))[:, 1])
+    # one builder from the stored config: the same weights load into the rebuilt network
+    rebuilt = build_text_network(arch(n_stages, strides), REQ, 1, TextNetworkConfig.from_dict(net.config.to_dict()),
+                                 deep_supervision=False)
+    rebuilt.load_state_dict(net.state_dict())
+
+
+def test_shared_decoder_config_checks():
+    for bad in ({"light_stages": 1}, {"fusion_stages": (0,)}, {"final_output": "dot"}):
+        with pytest.raises(ValueError, match="shared_decoder"):
+            net_for(4, shared_decoder=True, **bad)
 
 
 def refiner_input(b: int = 2, size: int = 16) -> tuple:

@@ -7,7 +7,8 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_text.training.base import TextTrainerBase
-from nnunetv2_text.training.variants import TextFusionTrainer_demo, TextFusionTrainer_lateFusion, TextFusionTrainer_light
+from nnunetv2_text.training.variants import (TextFusionTrainer_demo, TextFusionTrainer_lateFusion, TextFusionTrainer_light,
+                                             TextFusionTrainer_shared)
 
 #: the CPU preset's schedule: 1200 steps of batch 2 at 5 mm. A probe of 6 steps per model (2 cores) took
 #: 0.81 s (plain), 1.05 s (text, 2 present prompts), 3.0 s (text, 8) and 1.33 s (light, 8) per step; 500
@@ -41,6 +42,12 @@ class TextFusionTrainer_atlasCPU_light(TextFusionTrainer_atlasCPU):
     """The light decoder (top stages shared by all prompts) on the CPU preset."""
 
     network_overrides = {**TextFusionTrainer_atlasCPU.network_overrides, **TextFusionTrainer_light.network_overrides}
+
+
+class TextFusionTrainer_atlasCPU_shared(TextFusionTrainer_atlasCPU):
+    """The shared decoder (every stage once per image, a read-out per prompt) on the CPU preset."""
+
+    network_overrides = {**TextFusionTrainer_atlasCPU.network_overrides, **TextFusionTrainer_shared.network_overrides}
 
 
 class nnUNetTrainer_noLRMirror(nnUNetTrainer):
@@ -89,6 +96,10 @@ class TextFusionTrainer_atlasSmoke_light(TextFusionTrainer_atlasSmoke):
     """The smoke preset's 8 mm plans have two decoder stages: only the top one is shared."""
 
     network_overrides = {**TextFusionTrainer_atlasCPU.network_overrides, "light_stages": 1}
+
+
+class TextFusionTrainer_atlasSmoke_shared(TextFusionTrainer_atlasSmoke):
+    network_overrides = TextFusionTrainer_atlasCPU_shared.network_overrides
 
 
 class nnUNetTrainer_noLRMirror_atlasSmoke(nnUNetTrainer_noLRMirror):

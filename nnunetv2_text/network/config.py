@@ -46,12 +46,24 @@ class TextNetworkConfig:
     #: (issue #14). 0: every stage from the first fused one on runs per prompt (VoxTell's design)
     light_stages: int = 0
     light_channels: int = 8
+    #: every decoder stage runs once per image, as plain nnU-Net's decoder does. A prompt's logits at a
+    #: stage are its own linear read-out of that stage's shared features (a vector and a bias its adapter
+    #: makes from the decoded prompt) plus the upsampled logits of the stage below, deep-supervised at every
+    #: stage. A prompt then costs a dot product per voxel and stage instead of a decoder, so every structure
+    #: of a case costs about one plain pass (issue #25). Fusion and light stages do not apply
+    shared_decoder: bool = False
     #: refinement models (CoWTalk): the input channel holding the current shape of each output class 1..K-1
     #: (-1: none). The output is then ``shape_prior_logit`` x the input's one-hot shape plus a learned
     #: correction whose heads start at zero, so an untrained refiner returns its input exactly and training
     #: only has to learn the edit an instruction asks for (issue #13)
     shape_prior_channels: Optional[Tuple[int, ...]] = None
     shape_prior_logit: float = 4.0
+
+    def check_shared_decoder(self) -> None:
+        if self.shared_decoder and (self.light_stages or self.fusion_stages is not None
+                                    or self.final_output != "head" or self.shape_prior_channels is not None):
+            raise ValueError("shared_decoder reads every stage out per prompt: it takes no light_stages, "
+                             "fusion_stages, final_output 'dot' or shape_prior_channels")
 
     def resolved_light_stages(self, num_decoder_stages: int) -> Tuple[int, ...]:
         if self.light_stages == 0:
@@ -67,6 +79,9 @@ class TextNetworkConfig:
         """The per-prompt stages that fuse guidance (light stages fuse through their thin path instead)."""
         if self.prompt_flavour not in ("nnunetv2_text", "voxtell") or self.final_output not in ("head", "dot"):
             raise ValueError(f"unknown prompt_flavour {self.prompt_flavour!r} or final_output {self.final_output!r}")
+        self.check_shared_decoder()
+        if self.shared_decoder:
+            return ()
         n_deep = num_decoder_stages - len(self.resolved_light_stages(num_decoder_stages))
         if self.fusion_stages is None:
             return tuple(range(n_deep - (self.final_output == "dot")))

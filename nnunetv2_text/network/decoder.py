@@ -7,7 +7,8 @@ of the network is stated once, in the plans. Fused stages carry C_s + G channels
 Prompts are batched: the decoder works on B*N rows (image-major). Rows are expanded from B to B*N at
 the first fused stage only, so stages before it (prompt-independent) run once per image. With light stages
 (``TextNetworkConfig.light_stages``) the top stages also run once per image, in an image-only decoder, and
-each prompt reaches them through a thin path of a few channels.
+each prompt reaches them through a thin path of a few channels. With a shared decoder
+(``TextNetworkConfig.shared_decoder``) every stage runs once per image and prompts only read it out.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class TextFusionDecoder(nn.Module):
     def __init__(self, encoder: nn.Module, n_conv_per_stage: Union[int, Sequence[int]], guidance_dim: int,
                  fusion_stages: Sequence[int], outputs_per_prompt: int = 1, deep_supervision: bool = True,
                  nonlin_first: bool = False, final_dot: bool = False, light_stages: Sequence[int] = (),
-                 light_channels: int = 8):
+                 light_channels: int = 8, shared: bool = False):
         super().__init__()
         chans = list(encoder.output_channels)
         n_dec = len(chans) - 1
@@ -45,7 +46,8 @@ class TextFusionDecoder(nn.Module):
 
         self.num_stages = n_dec
         self.light_stages = tuple(sorted(light_stages))
-        n_deep = n_dec - len(self.light_stages)
+        self.shared = shared
+        n_deep = 0 if shared else n_dec - len(self.light_stages)
 
         def conv_stage(in_c: int, out_c: int, n_conv: int, kernel) -> nn.Module:
             return StackedConvBlocks(n_conv, encoder.conv_op, in_c, out_c, kernel, 1, encoder.conv_bias,
@@ -71,20 +73,25 @@ class TextFusionDecoder(nn.Module):
             if not (final_dot and s == n_dec - 1):
                 self.seg_layers.append(encoder.conv_op(out_c, outputs_per_prompt, 1, 1, 0, bias=True))
             below = out_c
+        if self.light_stages or shared:
+            self._build_shared_decoder(encoder, up_stage)
         if self.light_stages:
-            self._build_light_path(encoder, up_stage, conv_stage, below, light_channels)
+            self._build_light_path(encoder, conv_stage, below, light_channels)
 
-    def _build_light_path(self, encoder: nn.Module, up_stage, conv_stage, below: int, light_channels: int) -> None:
-        """The light stages: an image-only decoder, run once per image, whose top stages are the features
-        the prompts share; and the thin per-prompt path (upsample the prompt's state, add its dot products
-        with the shared features, mix by a 1x1x1 convolution) with a head per light stage."""
+    def _build_shared_decoder(self, encoder: nn.Module, up_stage) -> None:
+        """An image-only decoder, run once per image: nnU-Net's UNetDecoder without its heads."""
         chans = list(encoder.output_channels)
-        transpconv = get_matching_convtransp(conv_op=encoder.conv_op)
         self.shared_transpconvs, self.shared_stages = nn.ModuleList(), nn.ModuleList()
         for s in range(self.num_stages):
             up, stage = up_stage(s, chans[-(s + 1)])
             self.shared_transpconvs.append(up)
             self.shared_stages.append(stage)
+
+    def _build_light_path(self, encoder: nn.Module, conv_stage, below: int, light_channels: int) -> None:
+        """The light stages: the shared decoder's top stages are the features the prompts share; the thin
+        per-prompt path (upsample the prompt's state, add its dot products with the shared features, mix by
+        a 1x1x1 convolution) has a head per light stage."""
+        transpconv = get_matching_convtransp(conv_op=encoder.conv_op)
         self.light_up, self.light_mix = nn.ModuleList(), nn.ModuleList()
         for s in self.light_stages:
             stride = encoder.strides[-(s + 1)]
@@ -99,6 +106,8 @@ class TextFusionDecoder(nn.Module):
         Returns (B, N*K, ...) logits (K = outputs_per_prompt), or with deep supervision a list of them,
         highest resolution first (the order nnU-Net's loss expects).
         """
+        if self.shared:
+            return self._read_out(skips, guidance, num_prompts)
         b = skips[0].shape[0]
         x, expanded, outs = skips[-1], False, []
         last = self.num_stages - 1
@@ -138,6 +147,24 @@ class TextFusionDecoder(nn.Module):
                 coarse = self.seg_layers[s](x) + up
                 if self.deep_supervision or s == last:
                     outs.append(self._per_prompt(coarse, b, num_prompts, expanded))
+        outs = outs[::-1]
+        return outs if self.deep_supervision else outs[0]
+
+    def _read_out(self, skips: List[torch.Tensor], guidance: List[torch.Tensor], num_prompts: int):
+        """Shared decoder: each stage's logits (B, N*K, ...) are every prompt's read-out of the stage's
+        features (guidance[s]: (B, N, K, C_s + 1), the vector and the bias) plus the upsampled logits of the
+        stage below. No per-prompt copy of any feature map is made."""
+        x, coarse, outs = skips[-1], None, []
+        for s in range(self.num_stages):
+            x = self.shared_stages[s](torch.cat((self.shared_transpconvs[s](x), skips[-(s + 2)]), 1))
+            g = guidance[s].to(x.dtype)
+            y = torch.einsum("bc...,bnkc->bnk...", x, g[..., :-1]) + g[..., -1].reshape(*g.shape[:3], *[1] * (x.ndim - 2))
+            y = y.flatten(1, 2)
+            if coarse is not None:
+                y = y + F.interpolate(coarse, size=y.shape[2:], mode="trilinear" if y.ndim == 5 else "bilinear")
+            coarse = y
+            if self.deep_supervision or s == self.num_stages - 1:
+                outs.append(y)
         outs = outs[::-1]
         return outs if self.deep_supervision else outs[0]
 

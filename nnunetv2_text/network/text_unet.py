@@ -50,6 +50,8 @@ class TextPromptableUNet(nn.Module):
         heads.update({s: (config.light_channels, dec_chans[s]) for s in light})
         if final_dot:
             heads[len(dec_chans) - 1] = (1, dec_chans[-1])
+        if config.shared_decoder:  # per stage and output: a read-out vector over C_s and a bias
+            heads = {s: (config.outputs_per_prompt, c + 1) for s, c in enumerate(dec_chans)}
         self.adapters = nn.ModuleDict({str(s): StageAdapter(config.prompt_dim, config.adapter_hidden, g, c)
                                        for s, (g, c) in heads.items()})
         if config.shape_prior_channels is not None and len(config.shape_prior_channels) != config.outputs_per_prompt - 1:
@@ -57,7 +59,7 @@ class TextPromptableUNet(nn.Module):
                              f"{config.outputs_per_prompt - 1} foreground classes")
         self.decoder = TextFusionDecoder(encoder, n_conv_per_stage_decoder, config.guidance_dim, fusion,
                                          config.outputs_per_prompt, deep_supervision, nonlin_first, final_dot,
-                                         light, config.light_channels)
+                                         light, config.light_channels, config.shared_decoder)
 
     def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
         return self.encoder(x)

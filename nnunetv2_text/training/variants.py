@@ -80,6 +80,12 @@ class TextFusionTrainer_light(TextFusionTrainer):
     network_overrides = {"light_stages": 2}
 
 
+class TextFusionTrainer_shared(TextFusionTrainer):
+    """Every decoder stage shared by all prompts, each prompt a linear read-out per stage (issue #25)."""
+
+    network_overrides = {"shared_decoder": True}
+
+
 class TextFusionTrainer_emptyLoss(TextFusionTrainer):
     """Empty-target prompts also scored by their predicted volume (:mod:`.loss`; issue #10)."""
 
