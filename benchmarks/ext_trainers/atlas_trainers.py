@@ -10,18 +10,18 @@ from nnunetv2_text.training.base import TextTrainerBase
 from nnunetv2_text.training.variants import (TextFusionTrainer_demo, TextFusionTrainer_lateFusion, TextFusionTrainer_light,
                                              TextFusionTrainer_shared)
 
-#: the CPU preset's schedule: 1200 steps of batch 2 at 5 mm. A probe of 6 steps per model (2 cores) took
-#: 0.81 s (plain), 1.05 s (text, 2 present prompts), 3.0 s (text, 8) and 1.33 s (light, 8) per step; 500
-#: steps at 4 mm had taught neither model a region (docs/EVALUATION.md)
-CPU_EPOCHS, CPU_ITERATIONS, CPU_VAL_ITERATIONS = 48, 25, 2
+#: the CPU preset's schedule: 2400 steps of batch 2 at 6 mm. 500 steps at 4 mm taught neither model a region,
+#: and plain nnU-Net's pseudo Dice was still 0 after 875 of 1200 steps at 5 mm (docs/EVALUATION.md); a 6 mm
+#: step costs about two thirds of a 5 mm one
+CPU_EPOCHS, CPU_ITERATIONS, CPU_VAL_ITERATIONS = 96, 25, 2
 
 
 class TextFusionTrainer_atlasCPU(TextFusionTrainer_demo):
-    """The text model on the CPU preset: the demo's slim prompt decoder and learning rate, 1200 steps.
+    """The text model on the CPU preset: the demo's slim prompt decoder and learning rate, 2400 steps.
 
     Four present concepts per sample, not two: plain nnU-Net is taught all 116 labels at every step, and two
     per sample gave each of the atlas's ~200 concepts about ten exposures in 500 steps. Four keeps the
-    every-stage decoder's step (the slowest model) within the 45 minutes.
+    every-stage decoder's step (the slowest model) near the 45 minutes.
     """
 
     num_positive_prompts = 4
