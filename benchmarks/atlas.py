@@ -1,14 +1,15 @@
 """Many structures on real anatomy: the AAL brain atlas (116 regions), the text model against plain nnU-Net
-trained on the same labels, the late-fusion ablation and the light decoder. Writes docs/results/atlas.md.
+trained on the same labels, the late-fusion ablation, the light and the shared decoder, and plain nnU-Net with
+the text models' optimiser (AdamW, an ablation). Writes docs/results/atlas.md.
 
 Every step is the real command: ``nnUNetv2_text_convert_atlas`` -> ``nnUNetv2_plan_and_preprocess -pl
 nnUNetPlannerResEncM`` -> ``nnUNetv2_text_embed`` -> ``nnUNetv2_train`` (fold 0, one model at a time) ->
-``nnUNetv2_text_predict`` / ``nnUNetv2_predict`` on the held-out subjects (imagesTs). All four models share
+``nnUNetv2_text_predict`` / ``nnUNetv2_predict`` on the held-out subjects (imagesTs). All models share
 the plans, the data and the number of steps; plain nnU-Net, like the text models, never mirrors left-right.
 
 Resumable: the data is prepared once per workdir (``preparation.json``; other options are refused, so the
 tables always come from one preparation), and each model's training and predictions are kept as they finish
-(``model_<name>.json``), so the four models may be trained across several sittings (``--models``).
+(``model_<name>.json``), so the models may be trained across several sittings (``--models``).
 
 Reported on the held-out subjects: per-region Dice and its mean by region-size tercile; left/right confusion
 over every lateral pair; each group's Dice (text: the group prompt; plain: the union of its labels);
@@ -48,25 +49,29 @@ HERE = Path(__file__).resolve().parent
 DATASET_ID = 997
 PROMPTS = json.loads((HERE / "atlas_prompts.json").read_text(encoding="utf-8"))
 MODELS = {"text": "text model", "plain": "plain nnU-Net, same labels", "late": "late fusion (ablation)",
-          "light": "light decoder", "shared": "shared decoder"}
+          "light": "light decoder", "shared": "shared decoder", "plainAdamW": "plain nnU-Net, AdamW (ablation)"}
+#: models that answer every label in one multi-class pass (no prompts)
+PLAIN_MODELS = ("plain", "plainAdamW")
 PRESETS = {
     # each model trains in at most 45 min on 2 CPU cores: 6 mm (drops the 14 regions under 10 voxels), the
     # ResEncM plans narrowed to 16-128 features (same stages and patch), batch 2, 2400 steps, 4 present prompts
     "cpu": {"spacing": 6.0, "subjects": 20, "test": 5, "small": True,
             "trainers": {"text": "TextFusionTrainer_atlasCPU", "plain": "nnUNetTrainer_noLRMirror_atlasCPU",
                          "late": "TextFusionTrainer_atlasCPU_lateFusion", "light": "TextFusionTrainer_atlasCPU_light",
-                         "shared": "TextFusionTrainer_atlasCPU_shared"}},
+                         "shared": "TextFusionTrainer_atlasCPU_shared",
+                         "plainAdamW": "nnUNetTrainer_noLRMirror_atlasCPU_AdamW"}},
     # checks the whole pipeline in a few minutes; its figures mean nothing
     "smoke": {"spacing": 8.0, "subjects": 5, "test": 1, "small": True,
               "trainers": {"text": "TextFusionTrainer_atlasSmoke", "plain": "nnUNetTrainer_noLRMirror_atlasSmoke",
                            "late": "TextFusionTrainer_atlasSmoke_lateFusion",
                            "light": "TextFusionTrainer_atlasSmoke_light",
-                           "shared": "TextFusionTrainer_atlasSmoke_shared"}},
+                           "shared": "TextFusionTrainer_atlasSmoke_shared",
+                           "plainAdamW": "nnUNetTrainer_noLRMirror_atlasSmoke_AdamW"}},
     # the full schedule (1000 x 250 steps) on the ResEncM plans at 2 mm: figures owed until a GPU is lent
     "gpu": {"spacing": 2.0, "subjects": 40, "test": 10, "small": False,
             "trainers": {"text": "TextFusionTrainer", "plain": "nnUNetTrainer_noLRMirror",
                          "late": "TextFusionTrainer_lateFusion", "light": "TextFusionTrainer_light",
-                         "shared": "TextFusionTrainer_shared"}},
+                         "shared": "TextFusionTrainer_shared", "plainAdamW": "nnUNetTrainer_noLRMirror_AdamW"}},
 }
 
 
@@ -121,7 +126,7 @@ def train_and_predict(name: str, trainer: str, ctx: dict) -> dict:
     pred = ctx["work"] / f"pred_{name}"
     common = ["-i", str(raw / "imagesTs"), "-o", str(pred), "-d", did, "-c", "3d_fullres", "-f", "0", "-tr",
               trainer, "-p", plans, "-device", ctx["device"], "-npp", "1", "-nps", "1", "--disable_tta"]
-    if name == "plain":
+    if name in PLAIN_MODELS:
         run([command("nnUNetv2_predict"), *common], env, log)
     else:
         run([command("nnUNetv2_text_predict"), *common, "--prompts", str(ctx["prompt_file"])], env, log)
@@ -144,7 +149,7 @@ def regions(vocab: Vocabulary, labels: Dict[str, int]) -> Dict[str, tuple]:
 def predicted_masks(name: str, pred: Path, case: str, manifest: Optional[dict], mains: List[str]) -> dict:
     """{main term: bool mask} of one case: the prompt's file (text models) or the label of the multi-class
     map (plain nnU-Net, through the main term's concept labels)."""
-    if name != "plain":
+    if name not in PLAIN_MODELS:
         recs = manifest["cases"][case]
         return {m: read(pred / recs[m]["file"]) > 0 for m in mains}
     return {"__seg__": read(pred / f"{case}.nii.gz")}
@@ -201,7 +206,7 @@ def measure_language(manifest: dict, vocab: Vocabulary) -> dict:
 def measure(name: str, pred: Path, raw: Path, vocab: Vocabulary) -> dict:
     labels = json.loads((raw / "dataset.json").read_text())["labels"]
     table = regions(vocab, labels)
-    manifest = json.loads((pred / "manifest.json").read_text()) if name != "plain" else None
+    manifest = json.loads((pred / "manifest.json").read_text()) if name not in PLAIN_MODELS else None
     mains = [c.main for c in vocab.concepts]
     cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
     per_case = {}
@@ -227,7 +232,7 @@ def time_whole_case(names: List[str], ctx: dict, vocab: Vocabulary) -> Dict[str,
     out = {}
     for name in names:
         folder = model_folder(ctx["env"], ctx["raw"], PRESETS[ctx["preset"]]["trainers"][name], ctx["plans"])
-        if name == "plain":
+        if name in PLAIN_MODELS:
             p = nnUNetPredictor(use_mirroring=False, device=device, perform_everything_on_device=device.type == "cuda",
                                 allow_tqdm=False)
             p.initialize_from_trained_model_folder(str(folder), (0,), "checkpoint_final.pth")

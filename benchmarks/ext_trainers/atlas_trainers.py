@@ -7,6 +7,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_text.training.base import TextTrainerBase
+from nnunetv2_text.training.trainer import TextFusionTrainer
 from nnunetv2_text.training.variants import (TextFusionTrainer_demo, TextFusionTrainer_lateFusion, TextFusionTrainer_light,
                                              TextFusionTrainer_shared)
 
@@ -82,6 +83,25 @@ class nnUNetTrainer_noLRMirror_atlasCPU(nnUNetTrainer_noLRMirror):
         self.num_val_iterations_per_epoch = CPU_VAL_ITERATIONS
 
 
+class nnUNetTrainer_noLRMirror_AdamW(nnUNetTrainer_noLRMirror):
+    """Plain nnU-Net with the text models' optimiser and learning rate (AdamW, poly): an ablation that
+    separates the optimiser from the text. On the CPU preset's budget nnU-Net's SGD taught plain nnU-Net no
+    region while the text models learned (docs/EVALUATION.md)."""
+
+    text_trainer = TextFusionTrainer
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = self.text_trainer.learning_rate
+
+    configure_optimizers = TextTrainerBase.configure_optimizers
+
+
+class nnUNetTrainer_noLRMirror_atlasCPU_AdamW(nnUNetTrainer_noLRMirror_atlasCPU, nnUNetTrainer_noLRMirror_AdamW):
+    text_trainer = TextFusionTrainer_atlasCPU
+
+
 class TextFusionTrainer_atlasSmoke(TextFusionTrainer_atlasCPU):
     """Two steps: the benchmark's smoke preset checks the pipeline, its figures mean nothing."""
 
@@ -107,3 +127,7 @@ class nnUNetTrainer_noLRMirror_atlasSmoke(nnUNetTrainer_noLRMirror):
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 2, 1
+
+
+class nnUNetTrainer_noLRMirror_atlasSmoke_AdamW(nnUNetTrainer_noLRMirror_atlasSmoke, nnUNetTrainer_noLRMirror_AdamW):
+    text_trainer = TextFusionTrainer_atlasSmoke
