@@ -1,4 +1,5 @@
-"""Issue #14: Dice of the light decoder (top decoder stages shared by all prompts) against today's decoder,
+"""Issue #14: Dice of the light decoder (top decoder stages shared by all prompts) and, for issue #25, of the
+shared decoder (every stage shared) against today's decoder,
 same data, same plans, same schedule, one after the other on the same machine. Writes a section of
 docs/results/light_decoder.md; the speed side is benchmarks/train_step.py and predict_prompts.py with ``--designs``.
 
@@ -32,7 +33,8 @@ from robustness import prepare_run  # noqa: E402  (the same datasets as the robu
 
 LABELS = {"TextFusionTrainer_demo": "today's decoder (every stage per prompt)",
           "TextFusionTrainer_demoLight": "light decoder (top 2 stages shared)",
-          "TextFusionTrainer_demoLight1": "light decoder (top stage shared)"}
+          "TextFusionTrainer_demoLight1": "light decoder (top stage shared)",
+          "TextFusionTrainer_demoShared": "shared decoder (every stage shared, a read-out per prompt)"}
 
 
 def summarise(rows: List[Dict]) -> Dict:

@@ -6,7 +6,7 @@ these stay out of their ``nnUNetv2_train -tr`` list. Names are kept: checkpoints
 """
 from nnunetv2_text.training.cowtalk import CoWTalkRefineTrainer_cpu
 from nnunetv2_text.training.variants import (TextFusionTrainer_demo, TextFusionTrainer_emptyLoss,
-                                             TextFusionTrainer_light)
+                                             TextFusionTrainer_light, TextFusionTrainer_shared)
 
 
 class TextFusionTrainer_demoLight(TextFusionTrainer_demo):
@@ -19,6 +19,12 @@ class TextFusionTrainer_demoLight1(TextFusionTrainer_demo):
     """The demo's schedule with only the top decoder stage shared (a point on the cost-Dice curve)."""
 
     network_overrides = {**TextFusionTrainer_demo.network_overrides, "light_stages": 1}
+
+
+class TextFusionTrainer_demoShared(TextFusionTrainer_demo):
+    """The demo's schedule with the shared decoder (every stage once per image, a read-out per prompt)."""
+
+    network_overrides = {**TextFusionTrainer_demo.network_overrides, **TextFusionTrainer_shared.network_overrides}
 
 
 class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):
