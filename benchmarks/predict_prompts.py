@@ -27,15 +27,15 @@ class _Plans:
         self.patch_size = list(patch)
 
 
-def make_predictors(arch, patch, device, prompt_batch, design: dict = None):
+def make_predictors(arch, patch, device, prompt_batch, design: dict = None, plain_classes: int = 2):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from nnunetv2_text.inference.predictor import TextPredictor, _PromptHeads
 
     plain = nnUNetPredictor(tile_step_size=0.5, use_mirroring=False, device=device, allow_tqdm=False)
-    plain.network = plain_network(arch, ds=False).to(device).eval()
+    plain.network = plain_network(arch, num_classes=plain_classes, ds=False).to(device).eval()
     plain.configuration_manager = _Plans(patch)
-    plain.label_manager = _PromptHeads(2)
+    plain.label_manager = _PromptHeads(plain_classes)
     plain.list_of_parameters = [plain.network.state_dict()]
 
     text = TextPredictor(tile_step_size=0.5, use_mirroring=False, device=device, allow_tqdm=False,
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--designs", nargs="+", default=["{}"],
                    help='text network overrides as JSON, one per design, e.g. \'{}\' \'{"light_stages": 2}\'')
     p.add_argument("--no_loop", action="store_true", help="skip the one-prompt-at-a-time sliding windows")
+    p.add_argument("--plain_classes", type=int, default=2,
+                   help="plain nnU-Net's outputs (background included): the labels it answers in one pass")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
     rows = []
     for d in args.designs:
         design = json.loads(d)
-        plain, text = make_predictors(arch, patch, device, args.prompt_batch, design)
+        plain, text = make_predictors(arch, patch, device, args.prompt_batch, design, args.plain_classes)
         if not rows:
             rows.append({"mode": "plain nnU-Net", "design": None, "prompts": 0, "seconds": timed(
                 lambda: plain.predict_sliding_window_return_logits(image), device, 1, args.reps)})
@@ -100,7 +102,8 @@ def main(argv=None) -> int:
         r["x_plain"] = r["seconds"] / rows[0]["seconds"]
     result = {"benchmark": "predict_prompts", "device": device_name(device),
               "date": datetime.date.today().isoformat(), "torch": torch.__version__, "patch": patch,
-              "image": list(shape), "prompt_batch": args.prompt_batch, "rows": rows}
+              "image": list(shape), "prompt_batch": args.prompt_batch, "plain_classes": args.plain_classes,
+              "rows": rows}
     print(f"{'mode':<15}{'design':<28}{'prompts':>8}{'s/case':>9}{'x 1 prompt':>11}{'x plain':>9}")
     for r in rows:
         x1 = f"{r['x_one_prompt']:.2f}" if r["x_one_prompt"] is not None else "-"
