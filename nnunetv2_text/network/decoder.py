@@ -158,8 +158,8 @@ class TextFusionDecoder(nn.Module):
         for s in range(self.num_stages):
             x = self.shared_stages[s](torch.cat((self.shared_transpconvs[s](x), skips[-(s + 2)]), 1))
             g = guidance[s].to(x.dtype)
-            y = torch.einsum("bc...,bnkc->bnk...", x, g[..., :-1]) + g[..., -1].reshape(*g.shape[:3], *[1] * (x.ndim - 2))
-            y = y.flatten(1, 2)
+            bias = g[..., -1].reshape(*g.shape[:3], *[1] * (x.ndim - 2))
+            y = (torch.einsum("bc...,bnkc->bnk...", x, g[..., :-1]) + bias).flatten(1, 2)
             if coarse is not None:
                 y = y + F.interpolate(coarse, size=y.shape[2:], mode="trilinear" if y.ndim == 5 else "bilinear")
             coarse = y
