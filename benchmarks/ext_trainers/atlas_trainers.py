@@ -12,7 +12,7 @@ from nnunetv2_text.training.variants import (TextFusionTrainer_demo, TextFusionT
                                              TextFusionTrainer_shared)
 
 #: the CPU preset's schedule: 2400 steps of batch 2 at 6 mm. 500 steps at 4 mm taught neither model a region,
-#: and plain nnU-Net's pseudo Dice was still 0 after 875 of 1200 steps at 5 mm (docs/EVALUATION.md); a 6 mm
+#: and plain nnU-Net's pseudo Dice was still 0 after 900 of 1200 steps at 5 mm (docs/EVALUATION.md); a 6 mm
 #: step costs about two thirds of a 5 mm one
 CPU_EPOCHS, CPU_ITERATIONS, CPU_VAL_ITERATIONS = 96, 25, 2
 
