@@ -130,7 +130,7 @@ class TextFusionDecoder(nn.Module):
         if self.light_stages:
             shared = skips[-1]
             for s in range(self.num_stages):
-                shared = self.shared_stages[s](torch.cat((self.shared_transpconvs[s](shared), skips[-(s + 2)]), 1))
+                shared = self._shared_stage(s, shared, skips)
                 if s < self.light_stages[0]:
                     continue
                 i = s - self.light_stages[0]
@@ -143,8 +143,7 @@ class TextFusionDecoder(nn.Module):
                 x = self.light_mix[i](torch.cat((self.light_up[i](x), d), 1))
                 # a light stage refines the upsampled logits of the stage below: which structure a prompt
                 # names is decided per prompt at low resolution, the thin path only sharpens its boundary
-                up = F.interpolate(coarse, size=x.shape[2:], mode="trilinear" if x.ndim == 5 else "bilinear")
-                coarse = self.seg_layers[s](x) + up
+                coarse = self.seg_layers[s](x) + self._upsampled(coarse, x)
                 if self.deep_supervision or s == last:
                     outs.append(self._per_prompt(coarse, b, num_prompts, expanded))
         outs = outs[::-1]
@@ -156,17 +155,26 @@ class TextFusionDecoder(nn.Module):
         stage below. No per-prompt copy of any feature map is made."""
         x, coarse, outs = skips[-1], None, []
         for s in range(self.num_stages):
-            x = self.shared_stages[s](torch.cat((self.shared_transpconvs[s](x), skips[-(s + 2)]), 1))
+            x = self._shared_stage(s, x, skips)
             g = guidance[s].to(x.dtype)
             bias = g[..., -1].reshape(*g.shape[:3], *[1] * (x.ndim - 2))
             y = (torch.einsum("bc...,bnkc->bnk...", x, g[..., :-1]) + bias).flatten(1, 2)
             if coarse is not None:
-                y = y + F.interpolate(coarse, size=y.shape[2:], mode="trilinear" if y.ndim == 5 else "bilinear")
+                y = y + self._upsampled(coarse, y)
             coarse = y
             if self.deep_supervision or s == self.num_stages - 1:
                 outs.append(y)
         outs = outs[::-1]
         return outs if self.deep_supervision else outs[0]
+
+    def _shared_stage(self, s: int, below: torch.Tensor, skips: List[torch.Tensor]) -> torch.Tensor:
+        """Stage s of the image-only decoder (once per image)."""
+        return self.shared_stages[s](torch.cat((self.shared_transpconvs[s](below), skips[-(s + 2)]), 1))
+
+    @staticmethod
+    def _upsampled(coarse: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Logits of the stage below at this stage's resolution (light and shared decoders refine them)."""
+        return F.interpolate(coarse, size=like.shape[2:], mode="trilinear" if like.ndim == 5 else "bilinear")
 
     def deep_supervision_heads(self) -> List[nn.Module]:
         """The heads used only for deep supervision (frozen when training without it); with light stages

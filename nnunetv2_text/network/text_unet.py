@@ -51,7 +51,7 @@ class TextPromptableUNet(nn.Module):
         if final_dot:
             heads[len(dec_chans) - 1] = (1, dec_chans[-1])
         if config.shared_decoder:  # per stage and output: a read-out vector over C_s and a bias
-            heads = {s: (config.outputs_per_prompt, c + 1) for s, c in enumerate(dec_chans)}
+            heads.update({s: (config.outputs_per_prompt, c + 1) for s, c in enumerate(dec_chans)})
         self.adapters = nn.ModuleDict({str(s): StageAdapter(config.prompt_dim, config.adapter_hidden, g, c)
                                        for s, (g, c) in heads.items()})
         if config.shape_prior_channels is not None and len(config.shape_prior_channels) != config.outputs_per_prompt - 1:
