@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from nnunetv2_text.inference.export import UNKNOWN_FLAGS
 from nnunetv2_text.text.vocabulary import Vocabulary, load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import benchmark_env, device_name, plan_resenc_m, write_section  # noqa: E402
+from common import benchmark_env, device_name, git_commit, plan_resenc_m, write_section  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATASET_ID = 997
@@ -250,17 +249,6 @@ def time_whole_case(names: List[str], ctx: dict, vocab: Vocabulary) -> Dict[str,
         once()
         out[name] = time.perf_counter() - t
     return out
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("+local changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _mean(values) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -141,3 +142,16 @@ def write_section(out: Path, key: str, text: str) -> None:
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
     out.write_text(new, encoding="utf-8")
+
+
+def git_commit() -> str:
+    """The checkout a benchmark ran from, for its table's header ('+local changes' where it differs)."""
+    try:
+        here = Path(__file__).resolve().parent
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+local changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

@@ -28,7 +28,7 @@ from nnunetv2_text.demo.pipeline import command, dice_table, run
 from nnunetv2_text.text.vocabulary import load_vocabulary, resolve_vocabulary_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, toy_or_mni_parser, write_section  # noqa: E402
+from common import device_name, git_commit, toy_or_mni_parser, write_section  # noqa: E402
 from robustness import prepare_run  # noqa: E402  (the same datasets as the robustness benchmark)
 
 LABELS = {"TextFusionTrainer_demo": "today's decoder (every stage per prompt)",
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     concepts = sorted({c for runs in results.values() for r in runs for c in r["concepts"]})
     lines = [f"<!-- light-decoder-{args.dataset} -->",
              f"## Light decoder against today's decoder: {args.dataset} ({datetime.date.today().isoformat()}, "
-             f"{device_name(torch.device(args.device))})", "",
+             f"{device_name(torch.device(args.device))}, commit {git_commit()})", "",
              f"Command: `python benchmarks/light_decoder.py --dataset {args.dataset} --device {args.device} "
              f"--test {args.test} --repeats {args.repeats} --trainers {' '.join(args.trainers)}" + (f" --spacing {args.spacing:g}`" if args.dataset ==
                                                               "mni152" else "`") +
