@@ -47,8 +47,9 @@ from common import benchmark_env, device_name, git_commit, plan_resenc_m, write_
 HERE = Path(__file__).resolve().parent
 DATASET_ID = 997
 PROMPTS = json.loads((HERE / "atlas_prompts.json").read_text(encoding="utf-8"))
-MODELS = {"text": "text model", "plain": "plain nnU-Net, same labels", "late": "late fusion (ablation)",
-          "light": "light decoder", "shared": "shared decoder", "plainAdamW": "plain nnU-Net, AdamW (ablation)"}
+MODELS = {"text": "text model, every stage per prompt", "plain": "plain nnU-Net, same labels",
+          "late": "late fusion (ablation)", "light": "light decoder", "shared": "shared decoder (the default)",
+          "plainAdamW": "plain nnU-Net, AdamW (ablation)"}
 #: models that answer every label in one multi-class pass (no prompts)
 PLAIN_MODELS = ("plain", "plainAdamW")
 PRESETS = {
@@ -68,9 +69,9 @@ PRESETS = {
                            "plainAdamW": "nnUNetTrainer_noLRMirror_atlasSmoke_AdamW"}},
     # the full schedule (1000 x 250 steps) on the ResEncM plans at 2 mm: figures owed until a GPU is lent
     "gpu": {"spacing": 2.0, "subjects": 40, "test": 10, "small": False,
-            "trainers": {"text": "TextFusionTrainer", "plain": "nnUNetTrainer_noLRMirror",
+            "trainers": {"text": "TextFusionTrainer_everyStage", "plain": "nnUNetTrainer_noLRMirror",
                          "late": "TextFusionTrainer_lateFusion", "light": "TextFusionTrainer_light",
-                         "shared": "TextFusionTrainer_shared", "plainAdamW": "nnUNetTrainer_noLRMirror_AdamW"}},
+                         "shared": "TextFusionTrainer", "plainAdamW": "nnUNetTrainer_noLRMirror_AdamW"}},
 }
 
 

@@ -1,6 +1,5 @@
 """Issue #14: Dice of the light decoder (top decoder stages shared by all prompts) and, for issue #25, of the
-shared decoder (every stage shared) against today's decoder,
-same data, same plans, same schedule, one after the other on the same machine. Writes a section of
+shared decoder (every stage shared; the default since) against every decoder stage per prompt, same data, same plans, same schedule, one after the other on the same machine. Writes a section of
 docs/results/light_decoder.md; the speed side is benchmarks/train_step.py and predict_prompts.py with ``--designs``.
 
 Every step is the real command (dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_text_embed ->
@@ -31,10 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_name, git_commit, toy_or_mni_parser, write_section  # noqa: E402
 from robustness import prepare_run  # noqa: E402  (the same datasets as the robustness benchmark)
 
-LABELS = {"TextFusionTrainer_demo": "today's decoder (every stage per prompt)",
+#: the reference design the others are measured against (the default until issue #25)
+REFERENCE = "TextFusionTrainer_demoEveryStage"
+LABELS = {REFERENCE: "every stage per prompt (the default until #25)",
+          "TextFusionTrainer_demoShared": "shared decoder (every stage shared, a read-out per prompt; the default "
+                                         "since #25)",
           "TextFusionTrainer_demoLight": "light decoder (top 2 stages shared)",
-          "TextFusionTrainer_demoLight1": "light decoder (top stage shared)",
-          "TextFusionTrainer_demoShared": "shared decoder (every stage shared, a read-out per prompt)"}
+          "TextFusionTrainer_demoLight1": "light decoder (top stage shared)"}
 
 
 def summarise(rows: List[Dict]) -> Dict:
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
             results_file.write_text(json.dumps(results, indent=1))
     concepts = sorted({c for runs in results.values() for r in runs for c in r["concepts"]})
     lines = [f"<!-- light-decoder-{args.dataset} -->",
-             f"## Light decoder against today's decoder: {args.dataset} ({datetime.date.today().isoformat()}, "
+             f"## Decoder designs against every stage per prompt: {args.dataset} ({datetime.date.today().isoformat()}, "
              f"{device_name(torch.device(args.device))}, commit {git_commit()})", "",
              f"Command: `python benchmarks/light_decoder.py --dataset {args.dataset} --device {args.device} "
              f"--test {args.test} --repeats {args.repeats} --trainers {' '.join(args.trainers)}" + (f" --spacing {args.spacing:g}`" if args.dataset ==
@@ -104,10 +106,10 @@ def main(argv=None) -> int:
                                                               for c in concepts)
                          + f" | {r['mean']:.3f} | {r['absent_empty']}/{r['absent']} | {r['train_s']:.0f} |")
     means = {label: float(np.mean([r["mean"] for r in runs])) for label, runs in results.items()}
-    base = means.get(LABELS["TextFusionTrainer_demo"])
+    base = means.get(LABELS[REFERENCE])
     lines += ["", "Mean Dice over runs: " + ", ".join(
-        f"{label} {m:.3f}" + (f" ({m - base:+.3f})" if base is not None and label != LABELS["TextFusionTrainer_demo"]
-                              else "") for label, m in means.items()) + " (target: within 0.01 of today's).",
+        f"{label} {m:.3f}" + (f" ({m - base:+.3f})" if base is not None and label != LABELS[REFERENCE]
+                              else "") for label, m in means.items()) + " (target: within 0.01 of every stage per prompt).",
               "", f"<!-- /light-decoder-{args.dataset} -->"]
     text = "\n".join(lines)
     write_section(Path(args.out), f"light-decoder-{args.dataset}", text)

@@ -28,7 +28,7 @@ VARIANTS = [
     ("TextFusionTrainer_noForeign", DATASET_ID, TINY_PLANS),
     ("TextFusionTrainer_emptyLoss", DATASET_ID, TINY_PLANS),
     ("TextFusionTrainer_light", DATASET_ID, TINY_PLANS),
-    ("TextFusionTrainer_shared", DATASET_ID, TINY_PLANS),
+    ("TextFusionTrainer_everyStage", DATASET_ID, TINY_PLANS),
     ("CoWTalkRefineTrainer", COWTALK_ID, COWTALK_PLANS),
 ]
 

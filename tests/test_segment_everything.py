@@ -100,3 +100,44 @@ def test_save_combined_with_instructions_is_refused_before_anything_is_written(t
     res = run_cli([cli("nnUNetv2_text_predict"), "-i", str(tmp_path), "-o", str(out), "--instructions", str(one),
                    "-m", str(tmp_path / "no_model"), "--save_combined"], check=False)
     assert res.returncode == 2 and "--save_combined" in res.stderr and not out.exists()
+
+
+def test_a_checkpoint_keeps_the_decoder_it_was_trained_with(trained_model, toy_dataset, tmp_path):
+    """The default decoder for new trainings changed (issue #25): the demo, trained like every new model, stores
+    the shared decoder. A checkpoint of today's design keeps it, whether its config names ``shared_decoder:
+    false`` or was written before the key existed: both build every stage per prompt from the same weights and
+    predict bit-identically."""
+    import shutil
+
+    import torch
+
+    from nnunetv2_text.inference.api import TextSegmenter
+    from nnunetv2_text.network import TextNetworkConfig, build_text_network
+
+    ckpt = torch.load(trained_model["folder"] / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                      weights_only=False)
+    saved = ckpt["text"]["network_config"]
+    assert saved["shared_decoder"] is True
+    every = TextNetworkConfig.from_dict({**saved, "shared_decoder": False})
+    plans = json.loads((trained_model["folder"] / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]
+    torch.manual_seed(0)
+    net = build_text_network(arch["arch_kwargs"], arch["_kw_requires_import"], 1, every)
+    weights = net.state_dict()
+    weights["prompt_decoder.text_center"] = ckpt["network_weights"]["prompt_decoder.text_center"]
+    folders = {}
+    for name, config in (("explicit", every.to_dict()),
+                         ("before_the_key", {k: v for k, v in every.to_dict().items() if k != "shared_decoder"})):
+        folder = folders[name] = tmp_path / name
+        shutil.copytree(trained_model["folder"], folder)
+        ckpt["network_weights"], ckpt["text"]["network_config"] = weights, config
+        torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
+    image = sorted((toy_dataset["raw"] / "imagesTs").glob("*_0000.nii.gz"))[0]
+    prompts = ["ball", "rod", "cube"]
+    answers = {}
+    for name, folder in folders.items():
+        segmenter = TextSegmenter(folder, folds=(0,), device="cpu", prompt_batch_size=1)
+        assert not segmenter.predictor.network_config.shared_decoder
+        answers[name] = segmenter.predict(image, prompts, return_probabilities=True)
+    for q in prompts:
+        assert np.array_equal(answers["explicit"][q], answers["before_the_key"][q]), q

@@ -113,6 +113,36 @@ def test_variants_change_one_thing():
     assert TextFusionTrainer_lateFusion.network_overrides == {"fusion_stages": (-1,)}
 
 
+def test_new_trainings_get_the_shared_decoder_unless_a_variant_names_another_design():
+    """Issue #25: the shared decoder is the default for new trainings; the variants that name a design keep it,
+    and VoxTell's arithmetic (every stage per prompt) is untouched. The design a trainer asks for is what its
+    network config gets (``TextTrainerBase.initialize``); the checkpoint then stores it."""
+    from nnunetv2_text.network import TextNetworkConfig
+    from nnunetv2_text.training.trainer import TextFusionTrainer
+    from nnunetv2_text.training.variants import (TextFusionTrainer_demo, TextFusionTrainer_everyStage,
+                                                 TextFusionTrainer_lateFusion, TextFusionTrainer_light,
+                                                 TextFusionTrainer_shared)
+    from nnunetv2_text.training.voxtell import TextFusionTrainer_VoxTell
+
+    def config(cls) -> TextNetworkConfig:
+        trainer = cls.__new__(cls)  # the overrides read class attributes only: no plans needed
+        return TextNetworkConfig(text_dim=384, **trainer.network_config_overrides())
+
+    for cls in (TextFusionTrainer, TextFusionTrainer_shared, TextFusionTrainer_demo):
+        assert config(cls).shared_decoder, cls.__name__
+    every = config(TextFusionTrainer_everyStage)
+    assert not every.shared_decoder and every.light_stages == 0 and every.fusion_stages is None
+    light = config(TextFusionTrainer_light)
+    assert not light.shared_decoder and light.light_stages == 2
+    late = config(TextFusionTrainer_lateFusion)
+    assert not late.shared_decoder and late.fusion_stages == (-1,)
+    voxtell = config(TextFusionTrainer_VoxTell)
+    assert not voxtell.shared_decoder and voxtell.light_stages == 0 and voxtell.final_output == "dot"
+    # an old checkpoint's config, written before the shared decoder existed, builds every stage per prompt
+    old = {k: v for k, v in every.to_dict().items() if k != "shared_decoder"}
+    assert TextNetworkConfig.from_dict(old) == every
+
+
 def test_noDS_freezes_the_unused_heads_before_ddp_wrapping():
     """Built through the trainer's builder hook: without deep supervision every trainable parameter
     gets a gradient from the final output alone (what DDP requires)."""

@@ -22,9 +22,17 @@ class TextFusionTrainer_demoLight1(TextFusionTrainer_demo):
 
 
 class TextFusionTrainer_demoShared(TextFusionTrainer_demo):
-    """The demo's schedule with the shared decoder (every stage once per image, a read-out per prompt)."""
+    """The demo's schedule with the shared decoder (every stage once per image, a read-out per prompt): the
+    demo itself since issue #25 made it the default; kept for the runs that named it."""
 
     network_overrides = {**TextFusionTrainer_demo.network_overrides, **TextFusionTrainer_shared.network_overrides}
+
+
+class TextFusionTrainer_demoEveryStage(TextFusionTrainer_demo):
+    """The demo's schedule with every decoder stage per prompt: the demo's design until issue #25, the
+    reference light_decoder.py compares against."""
+
+    shared_decoder = False
 
 
 class TextFusionTrainer_demoNoForeign(TextFusionTrainer_demo):

@@ -8,7 +8,15 @@ sizes) comes from the nnU-Net plans instead.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
+
+
+def names_another_decoder(options: Mapping[str, Any]) -> bool:
+    """Whether network options choose a decoder that the shared decoder excludes (light or chosen fusion
+    stages, VoxTell's dot-product output, a refiner's shape prior): the trainer's default design applies only
+    where they do not, and the config refuses both at once."""
+    return (bool(options.get("light_stages")) or options.get("fusion_stages") is not None
+            or options.get("final_output", "head") != "head" or options.get("shape_prior_channels") is not None)
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,7 @@ class TextNetworkConfig:
     shape_prior_logit: float = 4.0
 
     def check_shared_decoder(self) -> None:
-        if self.shared_decoder and (self.light_stages or self.fusion_stages is not None
-                                    or self.final_output != "head" or self.shape_prior_channels is not None):
+        if self.shared_decoder and names_another_decoder(vars(self)):
             raise ValueError("shared_decoder reads every stage out per prompt: it takes no light_stages, "
                              "fusion_stages, final_output 'dot' or shape_prior_channels")
 

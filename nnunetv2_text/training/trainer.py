@@ -23,6 +23,7 @@ from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
+from nnunetv2_text.network.config import names_another_decoder
 from nnunetv2_text.text.dataset_text import text_folder
 from nnunetv2_text.text.sources import SOURCES_FILE, load_sources
 from nnunetv2_text.training.base import TextTrainerBase
@@ -53,6 +54,12 @@ class TextFusionTrainer(TextTrainerBase):
     empty_target_weight: float = 0.2
     #: at most this many concepts are scored per validation batch (online pseudo Dice)
     max_val_prompts: int = 8
+    # --- decoder ------------------------------------------------------------------------------------------
+    #: every decoder stage runs once per image and a prompt is a read-out per stage (the shared decoder),
+    #: unless the variant names another design (fusion or light stages, a shape prior, VoxTell's). False:
+    #: every stage per prompt, VoxTell's design and the default until the atlas benchmark chose this one
+    #: (docs/DECISIONS.md). A checkpoint keeps the design it was trained with, whatever this says now
+    shared_decoder: bool = True
 
     # ------------------------------------------------------------------ setup
     def initialize(self):
@@ -71,6 +78,12 @@ class TextFusionTrainer(TextTrainerBase):
             self.print_to_log_file(f"partial labels: {len(self.sources.sources)} sources; prompts of a case come "
                                    f"only from the concepts its source annotates")
         self.val_concepts = [i for i, c in enumerate(self.text.vocabulary.concepts) if len(c.labels) == 1]
+
+    def network_config_overrides(self) -> dict:
+        overrides = super().network_config_overrides()
+        if self.shared_decoder and "shared_decoder" not in overrides and not names_another_decoder(overrides):
+            overrides["shared_decoder"] = True
+        return overrides
 
     def _build_loss(self):
         loss = prompt_dice_bce_loss(self.is_ddp)

@@ -81,9 +81,16 @@ class TextFusionTrainer_light(TextFusionTrainer):
 
 
 class TextFusionTrainer_shared(TextFusionTrainer):
-    """Every decoder stage shared by all prompts, each prompt a linear read-out per stage (issue #25)."""
+    """Every decoder stage shared by all prompts, each prompt a linear read-out per stage (issue #25): the
+    default since then, kept under its name for the models trained with it."""
 
     network_overrides = {"shared_decoder": True}
+
+
+class TextFusionTrainer_everyStage(TextFusionTrainer):
+    """Every decoder stage per prompt: VoxTell's design, the default until issue #25."""
+
+    shared_decoder = False
 
 
 class TextFusionTrainer_emptyLoss(TextFusionTrainer):
