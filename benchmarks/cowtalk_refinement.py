@@ -43,7 +43,7 @@ from dataset_conversion.cowtalk.phantom import write_phantom_topcow
 from nnunetv2_text.demo.pipeline import command, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, benchmark_env, device_name, pipeline_parser, plan_resenc_m  # noqa: E402
+from common import RESULTS, benchmark_env, device_name, git_commit, pipeline_parser, plan_resenc_m  # noqa: E402
 
 DATASET_IDS = {"image": 993, "no image": 992}
 ROUNDS = 3
@@ -232,7 +232,8 @@ def main(argv=None) -> int:
         results_file.write_text(json.dumps(results, indent=1))
     device = device_name(torch.device(args.device))
     plans = next(iter(results.values()))["plans"]
-    lines = [f"# CoWTalk refinement on the phantom ({datetime.date.today().isoformat()}, {device})", "",
+    lines = [f"# CoWTalk refinement on the phantom ({datetime.date.today().isoformat()}, {device}, commit "
+             f"{git_commit()})", "",
              f"Command: `python benchmarks/cowtalk_refinement.py --trainer {args.trainer} --device {args.device} "
              f"--subjects {args.subjects} --test {args.test} --variants {args.variants}"
              f"{' --small' if args.small else ''}`. Plans `{plans}`, fold all; {args.subjects - args.test} training "

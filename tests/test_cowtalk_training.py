@@ -102,6 +102,10 @@ def test_refinement_trainer_trains_and_records_instructions(cowtalk_model):
     ckpt = torch.load(cowtalk_model["folder"] / "fold_0" / "checkpoint_final.pth", map_location="cpu",
                       weights_only=False)
     assert ckpt["text"]["network_config"]["outputs_per_prompt"] == 14  # background + 13 vessel classes
+    # the instruction's directions enter as 2 x 13 channels after the dataset's (image + 13 shapes)
+    assert ckpt["text"]["network_config"]["direction_channels"] is True
+    first = next(k for k in ckpt["network_weights"] if k.startswith("encoder.") and k.endswith("weight"))
+    assert ckpt["network_weights"][first].shape[1] == 1 + 13 + 26, first
     summary = json.loads((cowtalk_model["folder"] / "fold_0" / "validation" / "summary.json").read_text())
     assert summary["per_case"]
 

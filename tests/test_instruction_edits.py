@@ -70,6 +70,33 @@ def test_the_conversions_records_read_in_both_directions():
                 assert "inverse_short" not in e and describe_inverse(e, np.random.default_rng(0)) == {}
 
 
+def test_direction_channels_read_every_conversion_sentence_in_both_directions():
+    """What the refiner's direction channels hold (issue #26), for every vessel and every sentence the conversion
+    writes: the named vessel alone, growing where its edit grows it and shrinking where it shrinks it, and the
+    other way round for the inverse sentence."""
+    from dataset_conversion.cowtalk.convert import contiguous_vocabulary
+    from dataset_conversion.cowtalk.instructions import TOPCOW_LABELS
+    from nnunetv2_text.text.instructions import GROWING_EDITS, direction_vector, edit_directions
+    from nnunetv2_text.text.vocabulary import parse_vocabulary
+
+    vocab = parse_vocabulary(contiguous_vocabulary())
+    params = {"radius": 2.0, "local_radius": 3.0, "range_pct": [30.0, 60.0], "gaps_pct": [[30.0, 35.0], [60.0, 65.0]]}
+    originals = sorted(v for v in TOPCOW_LABELS if v)  # the conversion writes TopCoW's ids (15: 3rd-A2)
+    k = len(originals) + 1
+    for cid, label in enumerate(originals, start=1):
+        errors = [{"type": t, "label": label, "params": params} for t in REPAIR if t != "none"]
+        record = make_record("c", "s", "ct", 0, label, errors, np.random.default_rng(label))
+        for e in record["errors"]:
+            pairs = [(e[f"instruction_{n}"], REPAIR[e["type"]]) for n in ("short", "long")]
+            if "inverse_short" in e:
+                pairs += [(e[f"inverse_{n}"], INVERSE_EDIT[REPAIR[e["type"]]]) for n in ("short", "long")]
+            for text, edit in pairs:
+                way = "grow" if edit in GROWING_EDITS else "shrink"
+                assert edit_directions(text, vocab) == {cid: {way}}, text
+                v = direction_vector(edit_directions(text, vocab), k)
+                assert v.sum() == 1 and v[2 * (cid - 1) + (way == "shrink")] == 1, text
+
+
 def test_training_texts_cover_both_directions_and_bad_inverses_are_refused():
     thin = {"type": "global_thinning", "label": 3, "short": "Thicken the BA.", "long": "Thicken the BA a lot.",
             "inverse": {"short": "Thin the BA.", "long": "Thin the BA a lot."}}

@@ -277,3 +277,21 @@ def test_refiner_prior_checks_its_channels():
         net_for(3, in_ch=3, outputs_per_prompt=3, shape_prior_channels=(1,))
     cfg = TextNetworkConfig(text_dim=8, outputs_per_prompt=3, shape_prior_channels=(1, -1))
     assert TextNetworkConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_refiner_direction_channels_follow_the_dataset_channels():
+    """Issue #26: a refiner with direction channels takes 2 (K-1) input channels after the dataset's (grow and
+    shrink per class); the shape prior still reads the dataset's shape channels, so an untrained refiner
+    still returns its input whatever the directions say. A config saved before the option existed builds
+    the old input width."""
+    net = net_for(4, in_ch=3, outputs_per_prompt=3, shape_prior_channels=(1, 2), direction_channels=True)
+    first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d))
+    assert first.in_channels == 3 + 4
+    x, labels = refiner_input()
+    for planes in (torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0]])):
+        xd = torch.cat([x, planes[..., None, None, None].expand(2, 4, *x.shape[2:])], 1)
+        assert torch.equal(net(xd, torch.randn(2, 1, 24))[0].argmax(1), labels)
+    old = {k: v for k, v in net.config.to_dict().items() if k != "direction_channels"}
+    assert TextNetworkConfig.from_dict(old).extra_input_channels() == 0
+    with pytest.raises(ValueError, match="refiners"):
+        TextNetworkConfig(text_dim=8, direction_channels=True).extra_input_channels()

@@ -162,3 +162,53 @@ def test_inverse_pairs_make_the_refiner_read_the_verb():
         scores[name] = np.mean([dice(pred[b] == k, y[b].numpy() == k) for b, (_, k, _) in enumerate(errors)])
     scores["input"] = np.mean([dice(x[b, k].numpy() > 0, y[b].numpy() == k) for b, (_, k, _) in enumerate(errors)])
     assert scores["right"] > scores["contrary"] + 0.05 and scores["right"] > scores["input"], scores
+
+
+def test_direction_channels_make_the_verb_decide():
+    """The refiner's direction channels (issue #26): the rule the scope uses reads which vessel grows or
+    shrinks from the sentence (``edit_directions``), and the network gets that as input channels beside the
+    sentence embedding, as CoWTalkRefineTrainer and the refiner give it. Trained on repairs and their
+    inverses, the contrary instruction must do worse than the right one on the named vessel, by more than
+    the sentence embedding alone achieves in the test above.
+
+    Measured (seeded, CPU, the same 150 steps and pairs): right 0.79, contrary 0.49, input 0.61; the
+    embedding alone gave 0.80 / 0.64. The contrary instruction now moves the vessel the wrong way."""
+    from dataset_conversion.cowtalk.convert import contiguous_vocabulary
+    from nnunetv2_text.text.instructions import direction_vector, edit_directions
+    from nnunetv2_text.text.vocabulary import parse_vocabulary
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    vocab = parse_vocabulary(contiguous_vocabulary())
+    test_label = {v: k for k, v in NAMED.items()}  # the sentences' vessel ids -> this test's labels
+    encoder, cache = TextEncoder("default"), {}
+
+    def inputs(x, sentences):
+        new = [t for t in dict.fromkeys(sentences) if t not in cache]
+        if new:
+            cache.update(zip(new, encoder.encode(new)))
+        ways = [{test_label[c]: w for c, w in edit_directions(s, vocab).items()} for s in sentences]
+        planes = torch.from_numpy(np.stack([direction_vector(w, 3) for w in ways]))
+        assert all(len(w) == 1 for w in ways), sentences  # every sentence names its vessel and its way
+        x = torch.cat([x, planes[..., None, None, None].expand(*planes.shape, *x.shape[2:])], 1)
+        return x, torch.from_numpy(np.stack([cache[t] for t in sentences]))[:, None]
+
+    cfg = TextNetworkConfig(text_dim=384, **SMALL, outputs_per_prompt=3, shape_prior_channels=(1, 2),
+                            direction_channels=True)
+    net = build_text_network(arch(4), REQ, 3, cfg, deep_supervision=False)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(150):
+        x, y, errors = refinement_pairs(rng, 4, ("repair", "inverse"))
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(*inputs(x, [sentence(e, d, rng) for e, _, d in errors])), y).backward()
+        opt.step()
+    net.eval()
+    held = np.random.default_rng(1)
+    x, y, errors = refinement_pairs(held, 16, ("repair",))
+    scores = {}
+    for name, direction in (("right", "repair"), ("contrary", "inverse")):
+        with torch.no_grad():
+            pred = net(*inputs(x, [sentence(e, direction, held) for e, _, _ in errors])).argmax(1).numpy()
+        scores[name] = np.mean([dice(pred[b] == k, y[b].numpy() == k) for b, (_, k, _) in enumerate(errors)])
+    scores["input"] = np.mean([dice(x[b, k].numpy() > 0, y[b].numpy() == k) for b, (_, k, _) in enumerate(errors)])
+    assert scores["right"] > scores["contrary"] + 0.1 and scores["right"] > scores["input"], scores

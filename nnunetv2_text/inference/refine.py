@@ -22,7 +22,6 @@ control).
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Set
 
@@ -33,15 +32,12 @@ from scipy import ndimage
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.prompt_file import instruction_steps
-from nnunetv2_text.text.instructions import (EDITS, contiguous_id, contiguous_to_original, is_no_change,
-                                             original_to_contiguous, read_edits)
+from nnunetv2_text.text.instructions import (EDITS, contiguous_id, contiguous_to_original, direction_vector,
+                                             edit_directions, is_no_change, original_to_contiguous, read_edits)
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
 
 
 EDIT_SCOPES = ("named", "all")
-#: edits that only add voxels to the vessel they name, and edits that only take voxels away
-GROWING_EDITS = ("thicken", "extend", "reconnect", "add")
-SHRINKING_EDITS = ("thin", "shorten", "remove", "remove_fragment")
 
 
 def _components(mask: np.ndarray) -> tuple:
@@ -103,6 +99,9 @@ class Refiner:
         ct = predictor.dataset_json.get("cowtalk")
         if ct is None or predictor.network_config.outputs_per_prompt < 2:
             raise UserInputError("not a refinement model: its dataset.json has no 'cowtalk' entry")
+        if predictor.network_config.direction_channels and predictor.vocabulary is None:
+            raise UserInputError("this refinement model reads which way each vessel moves through its vocabulary, "
+                                 "and its checkpoint carries none: it was not saved by CoWTalkRefineTrainer")
         self.shape_channels = {int(ch): int(v) for ch, v in ct["shape_channels"].items()}  # channel -> original id
         self.to_original = contiguous_to_original(predictor.dataset_json)
         self.to_contiguous = original_to_contiguous(predictor.dataset_json)
@@ -117,17 +116,8 @@ class Refiner:
         return sorted({v for c in self.p.vocabulary.mentions(instruction) for v in c.labels})
 
     def directions(self, instruction: str) -> Dict[int, Set[str]]:
-        """Class (contiguous id) -> the ways ("grow", "shrink") the instruction's verbs move it, read per
-        sentence: "The left MCA is too thin; thicken it." names the vessel in one clause and the verb in
-        the next, and joined instructions hold one sentence per error."""
-        out: Dict[int, Set[str]] = {}
-        for sentence in re.split(r"(?<=[.!?])\s+", instruction):
-            edits = read_edits(sentence)
-            ways = {"grow" for e in edits if e in GROWING_EDITS} | {"shrink" for e in edits if e in SHRINKING_EDITS}
-            for c in self.p.vocabulary.mentions(sentence):
-                for v in c.labels:
-                    out.setdefault(v, set()).update(ways)
-        return {v: w for v, w in out.items() if w}
+        """Class (contiguous id) -> the ways ("grow", "shrink") the instruction's verbs move it."""
+        return edit_directions(instruction, self.p.vocabulary)
 
     def check_instructions(self, case: str, steps: Sequence[str]) -> None:
         """Every instruction that asks for an edit must say which (a verb :func:`read_edits` reads), and under
@@ -174,6 +164,9 @@ class Refiner:
         pre = p.configuration_manager.preprocessor_class(verbose=False)
         d, _, pprops = pre.run_case_npy(data.copy(), None, dict(props), p.plans_manager, p.configuration_manager,
                                         p.dataset_json)
+        if p.network_config.direction_channels:  # after preprocessing: they are flags, not intensities
+            v = direction_vector(self.directions(instruction), self.num_classes)
+            d = np.concatenate([d, np.broadcast_to(v[(...,) + (None,) * (d.ndim - 1)], v.shape + d.shape[1:])])
         logits = p.predict_case_logits(torch.from_numpy(d).float(), p.embed_prompts([instruction]))
         lm = p.plans_manager.get_label_manager(p.dataset_json)
         _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(

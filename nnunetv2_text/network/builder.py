@@ -38,6 +38,7 @@ def build_text_network(arch_kwargs: Mapping, requires_import: Iterable[str], num
                        config: TextNetworkConfig, deep_supervision: bool = True,
                        initialize: bool = True) -> TextPromptableUNet:
     kw = resolve_arch_kwargs(arch_kwargs, requires_import)
+    num_input_channels += config.extra_input_channels()
     common = {k: kw[k] for k in _ENCODER_KEYS if k in kw}
     if "n_blocks_per_stage" in kw:
         extra = {k: kw[k] for k in ("block", "bottleneck_channels", "stem_channels") if kw.get(k) is not None}

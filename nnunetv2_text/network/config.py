@@ -66,6 +66,17 @@ class TextNetworkConfig:
     #: only has to learn the edit an instruction asks for (issue #13)
     shape_prior_channels: Optional[Tuple[int, ...]] = None
     shape_prior_logit: float = 4.0
+    #: refinement models: 2 x (outputs_per_prompt - 1) input channels after the dataset's, constant over the
+    #: image, that say per class whether the instruction grows it and whether it shrinks it, as the
+    #: edit-reading rule reads the instruction (``text.instructions.edit_directions``). Trained on the sentence
+    #: embedding alone, a CPU-sized refiner answered the contrary instruction as the right one (issue #26)
+    direction_channels: bool = False
+
+    def extra_input_channels(self) -> int:
+        """Input channels the network takes beyond the dataset's (the caller appends them)."""
+        if self.direction_channels and self.outputs_per_prompt < 2:
+            raise ValueError("direction_channels belong to refiners: they need outputs_per_prompt >= 2")
+        return 2 * (self.outputs_per_prompt - 1) if self.direction_channels else 0
 
     def check_shared_decoder(self) -> None:
         if self.shared_decoder and names_another_decoder(vars(self)):

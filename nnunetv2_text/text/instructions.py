@@ -17,7 +17,9 @@ import itertools
 import json
 import re
 from pathlib import Path
-from typing import Any, Collection, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
+
+import numpy as np
 
 from nnunetv2_text.errors import UserInputError
 
@@ -104,6 +106,37 @@ def read_edits(instruction: str) -> List[str]:
         if edit is not None and edit not in out:
             out.append(edit)
     return out
+
+
+#: edits that only add voxels to the vessel they name, and edits that only take voxels away
+GROWING_EDITS = ("thicken", "extend", "reconnect", "add")
+SHRINKING_EDITS = ("thin", "shorten", "remove", "remove_fragment")
+
+
+def edit_directions(instruction: str, vocabulary) -> Dict[int, Set[str]]:
+    """Class id -> the ways ("grow", "shrink") the instruction's verbs move it, read per sentence:
+    "The left MCA is too thin; thicken it." names the vessel in one clause and the verb in the next, and a
+    joined instruction holds one sentence per error. Vessels are the ``vocabulary``'s mentions
+    (:meth:`Vocabulary.mentions`). The refiner's scope and its direction channels read instructions alike."""
+    out: Dict[int, Set[str]] = {}
+    for sentence in re.split(r"(?<=[.!?])\s+", instruction):
+        edits = read_edits(sentence)
+        ways = {"grow" for e in edits if e in GROWING_EDITS} | {"shrink" for e in edits if e in SHRINKING_EDITS}
+        for c in vocabulary.mentions(sentence):
+            for v in c.labels:
+                out.setdefault(v, set()).update(ways)
+    return {v: w for v, w in out.items() if w}
+
+
+def direction_vector(directions: Mapping[int, Set[str]], num_classes: int) -> np.ndarray:
+    """The refiner's direction channels for one instruction, before they are spread over the image: for each
+    class 1..num_classes-1 in turn, 1.0 where the instruction grows it, then 1.0 where it shrinks it."""
+    v = np.zeros(2 * (num_classes - 1), np.float32)
+    for c, ways in directions.items():
+        if 0 < c < num_classes:
+            v[2 * (c - 1)] = float("grow" in ways)
+            v[2 * (c - 1) + 1] = float("shrink" in ways)
+    return v
 
 
 def contiguous_to_original(dataset_json: dict) -> Dict[int, int]:

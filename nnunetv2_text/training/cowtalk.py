@@ -31,8 +31,9 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn import functional as F
 
 from nnunetv2_text.text.dataset_text import load_dataset_text, text_folder
-from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id, inverted,
-                                             join_instructions, original_to_contiguous)
+from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id,
+                                             direction_vector, edit_directions, inverted, join_instructions,
+                                             original_to_contiguous)
 from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
 from nnunetv2_text.training.base import TextTrainerBase
 
@@ -48,6 +49,10 @@ class CoWTalkRefineTrainer(TextTrainerBase):
     p_long_instruction: float = 0.5
     #: logit of the input shape in the output (0: re-predict the label map from scratch, the old design)
     shape_prior_logit: float = 4.0
+    #: the network also gets, per class, whether the instruction grows or shrinks it (read by the rule the
+    #: scope uses) as constant input channels; False: the sentence embedding alone, which a CPU-sized refiner
+    #: did not follow (issue #26, docs/COWTALK.md)
+    direction_channels: bool = True
 
     # ------------------------------------------------------------------ setup
     def load_text(self):
@@ -69,7 +74,8 @@ class CoWTalkRefineTrainer(TextTrainerBase):
         if self.shape_prior_logit:
             prior = {"shape_prior_channels": tuple(self.shape_channel_of.get(c, -1) for c in range(1, k)),
                      "shape_prior_logit": float(self.shape_prior_logit)}
-        return {**self.network_overrides, "outputs_per_prompt": k, **prior}
+        return {**self.network_overrides, "outputs_per_prompt": k, **prior,
+                "direction_channels": self.direction_channels}
 
     def get_training_transforms(self, *args, **kwargs):
         """nnU-Net's pipeline with every intensity transform restricted to the image channel."""
@@ -117,7 +123,7 @@ class CoWTalkRefineTrainer(TextTrainerBase):
         shape_ch = sorted(self.shape_channel_of.values())
         data[:, shape_ch] = (data[:, shape_ch] > 0.5).to(data.dtype)
         index = self.text.term_index()
-        rows = []
+        rows, texts = [], []
         for b, key in enumerate(batch["keys"]):
             kept, errors = [], self.instructions[key]
             for e in errors:
@@ -134,8 +140,20 @@ class CoWTalkRefineTrainer(TextTrainerBase):
             kind = "long" if training and np.random.random() < self.p_long_instruction else "short"
             text = join_instructions(real, kind) if real or not kept else kept[0][kind]
             rows.append(index[text])
+            texts.append(text)
         text = self.term_embeddings[torch.tensor(rows, device=self.device)][:, None]  # (B, 1, dim)
+        if self.text_config.direction_channels:
+            data = self.with_directions(texts, data)
         return data, text, target, None
+
+    def with_directions(self, texts: list, data: torch.Tensor) -> torch.Tensor:
+        """``data`` (B, C, *spatial) with each instruction's direction channels appended, spread over the patch
+        (training, validation: the predictor's refiner appends them alike)."""
+        k = self.label_manager.num_segmentation_heads
+        rows = np.stack([direction_vector(edit_directions(t, self.text.vocabulary), k) for t in texts])
+        planes = torch.from_numpy(rows).to(data.device, data.dtype)
+        spatial = data.shape[2:]
+        return torch.cat([data, planes[(...,) + (None,) * len(spatial)].expand(*planes.shape, *spatial)], 1)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """Refine each validation case with its (short) instruction and report per-class Dice."""

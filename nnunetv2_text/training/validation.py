@@ -137,7 +137,10 @@ def validate_refinement(trainer) -> dict:
         errors = [e for e in trainer.instructions[key] if e["type"] != "none"]
         text = join_instructions(errors, "short") if errors else trainer.instructions[key][0]["short"]
         emb = trainer.text.embeddings[[index[text]]]
-        logits = predictor.predict_case_logits(torch.from_numpy(np.asarray(data)).float(), emb)
+        data = torch.from_numpy(np.asarray(data)).float()
+        if trainer.text_config.direction_channels:
+            data = trainer.with_directions([text], data[None])[0]
+        logits = predictor.predict_case_logits(data, emb)
         pred, ref = logits.argmax(0).numpy(), np.asarray(seg)[0]
         # classes in either mask, as evaluation/cowtalk.py scores them (a class in neither is not scored)
         per_case[key] = {str(c): dice(pred == c, ref == c) for c in range(1, n_classes)
