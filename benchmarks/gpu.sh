@@ -18,13 +18,15 @@ step voxtell 170 python3 benchmarks/voxtell_decoding.py --device cuda --reps ${V
      --out "$OUT/voxtell.md"
 step train_compile ${COMPILE_LIMIT:-140} python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 3 \
      --compile --out "$OUT/train_compile.json"
-# issue #14: today's decoder against the light one (top 2 stages shared), side by side
-step light 150 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 1 3 6 \
-     --designs '{}' '{"light_stages": 2}' --out "$OUT/light_train.json"
+# issues #14 and #25: every stage per prompt against the light decoder (top 2 stages shared) and the shared
+# decoder (the default since #25), side by side
+step light 200 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 1 3 6 \
+     --designs '{}' '{"light_stages": 2}' '{"shared_decoder": true}' --out "$OUT/light_train.json"
 step light 100 python3 benchmarks/predict_prompts.py --device cuda --patch 128 --image 160 --prompts 1 10 30 \
-     --no_loop --designs '{}' '{"light_stages": 2}' --out "$OUT/light_predict.json"
+     --no_loop --designs '{}' '{"light_stages": 2}' '{"shared_decoder": true}' --out "$OUT/light_predict.json"
 step light_case 300 python3 benchmarks/predict_prompts.py --device cuda --patch 128 --case 200 256 256 \
-     --prompts 1 10 30 --reps 1 --no_loop --designs '{}' '{"light_stages": 2}' --out "$OUT/light_case.json"
-step light_compile 200 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 3 --compile \
-     --designs '{"light_stages": 2}' --out "$OUT/light_train_compile.json"
+     --prompts 1 10 30 --reps 1 --no_loop --designs '{}' '{"light_stages": 2}' '{"shared_decoder": true}' \
+     --out "$OUT/light_case.json"
+step light_compile 300 python3 benchmarks/train_step.py --device cuda --patch 128 --batch 2 --prompts 3 --compile \
+     --designs '{"light_stages": 2}' '{"shared_decoder": true}' --out "$OUT/light_train_compile.json"
 cat "$OUT/env.txt"; tail -n 60 "$OUT/log.txt"
