@@ -32,8 +32,9 @@ from scipy import ndimage
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.prompt_file import instruction_steps
-from nnunetv2_text.text.instructions import (EDITS, contiguous_id, contiguous_to_original, direction_vector,
-                                             edit_directions, is_no_change, original_to_contiguous, read_edits)
+from nnunetv2_text.text.instructions import (EDITS, contiguous_id, contiguous_to_original, edit_directions,
+                                             is_no_change, original_to_contiguous, read_edits,
+                                             with_direction_channels)
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
 
 
@@ -164,10 +165,10 @@ class Refiner:
         pre = p.configuration_manager.preprocessor_class(verbose=False)
         d, _, pprops = pre.run_case_npy(data.copy(), None, dict(props), p.plans_manager, p.configuration_manager,
                                         p.dataset_json)
+        x = torch.from_numpy(d).float()
         if p.network_config.direction_channels:  # after preprocessing: they are flags, not intensities
-            v = direction_vector(self.directions(instruction), self.num_classes)
-            d = np.concatenate([d, np.broadcast_to(v[(...,) + (None,) * (d.ndim - 1)], v.shape + d.shape[1:])])
-        logits = p.predict_case_logits(torch.from_numpy(d).float(), p.embed_prompts([instruction]))
+            x = with_direction_channels(x[None], [instruction], p.vocabulary, self.num_classes)[0]
+        logits = p.predict_case_logits(x, p.embed_prompts([instruction]))
         lm = p.plans_manager.get_label_manager(p.dataset_json)
         _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, p.plans_manager, p.configuration_manager, lm, pprops, return_probabilities=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
 import numpy as np
+import torch
 
 from nnunetv2_text.errors import UserInputError
 
@@ -137,6 +138,17 @@ def direction_vector(directions: Mapping[int, Set[str]], num_classes: int) -> np
             v[2 * (c - 1)] = float("grow" in ways)
             v[2 * (c - 1) + 1] = float("shrink" in ways)
     return v
+
+
+def with_direction_channels(data: torch.Tensor, instructions: Sequence[str], vocabulary,
+                            num_classes: int) -> torch.Tensor:
+    """``data`` (B, C, *spatial) with each instruction's direction channels appended, spread over the image:
+    the input of a refiner with ``direction_channels``. The trainer, its validation and the refiner all
+    append them here, so training and prediction read an instruction alike."""
+    rows = np.stack([direction_vector(edit_directions(t, vocabulary), num_classes) for t in instructions])
+    planes = torch.from_numpy(rows).to(data.device, data.dtype)
+    spatial = data.shape[2:]
+    return torch.cat([data, planes[(...,) + (None,) * len(spatial)].expand(*planes.shape, *spatial)], 1)
 
 
 def contiguous_to_original(dataset_json: dict) -> Dict[int, int]:

@@ -31,9 +31,8 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn import functional as F
 
 from nnunetv2_text.text.dataset_text import load_dataset_text, text_folder
-from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id,
-                                             direction_vector, edit_directions, inverted, join_instructions,
-                                             original_to_contiguous)
+from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id, inverted,
+                                             join_instructions, original_to_contiguous, with_direction_channels)
 from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
 from nnunetv2_text.training.base import TextTrainerBase
 
@@ -143,17 +142,8 @@ class CoWTalkRefineTrainer(TextTrainerBase):
             texts.append(text)
         text = self.term_embeddings[torch.tensor(rows, device=self.device)][:, None]  # (B, 1, dim)
         if self.text_config.direction_channels:
-            data = self.with_directions(texts, data)
+            data = with_direction_channels(data, texts, self.text.vocabulary, self.label_manager.num_segmentation_heads)
         return data, text, target, None
-
-    def with_directions(self, texts: list, data: torch.Tensor) -> torch.Tensor:
-        """``data`` (B, C, *spatial) with each instruction's direction channels appended, spread over the patch
-        (training, validation: the predictor's refiner appends them alike)."""
-        k = self.label_manager.num_segmentation_heads
-        rows = np.stack([direction_vector(edit_directions(t, self.text.vocabulary), k) for t in texts])
-        planes = torch.from_numpy(rows).to(data.device, data.dtype)
-        spatial = data.shape[2:]
-        return torch.cat([data, planes[(...,) + (None,) * len(spatial)].expand(*planes.shape, *spatial)], 1)
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """Refine each validation case with its (short) instruction and report per-class Dice."""

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.export import logits_to_masks
 from nnunetv2_text.inference.predictor import TextPredictor
-from nnunetv2_text.text.instructions import join_instructions
+from nnunetv2_text.text.instructions import join_instructions, with_direction_channels
 from nnunetv2_text.utils.io import atomic_write_json
 
 
@@ -139,7 +139,7 @@ def validate_refinement(trainer) -> dict:
         emb = trainer.text.embeddings[[index[text]]]
         data = torch.from_numpy(np.asarray(data)).float()
         if trainer.text_config.direction_channels:
-            data = trainer.with_directions([text], data[None])[0]
+            data = with_direction_channels(data[None], [text], trainer.text.vocabulary, n_classes)[0]
         logits = predictor.predict_case_logits(data, emb)
         pred, ref = logits.argmax(0).numpy(), np.asarray(seg)[0]
         # classes in either mask, as evaluation/cowtalk.py scores them (a class in neither is not scored)
