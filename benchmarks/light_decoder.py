@@ -1,5 +1,6 @@
 """Issue #14: Dice of the light decoder (top decoder stages shared by all prompts) and, for issue #25, of the
-shared decoder (every stage shared; the default since) against every decoder stage per prompt, same data, same plans, same schedule, one after the other on the same machine. Writes a section of
+shared decoder (every stage shared; the default since) against every decoder stage per prompt, same data,
+same plans, same schedule, one after the other on the same machine. Writes a section of
 docs/results/light_decoder.md; the speed side is benchmarks/train_step.py and predict_prompts.py with ``--designs``.
 
 Every step is the real command (dataset -> nnUNetv2_plan_and_preprocess -> nnUNetv2_text_embed ->
