@@ -288,6 +288,17 @@ def test_refiner_direction_channels_follow_the_dataset_channels():
     first = next(m for m in net.modules() if isinstance(m, torch.nn.Conv3d))
     assert first.in_channels == 3 + 4
     x, labels = refiner_input()
+    torch.nn.init.normal_(net.decoder.seg_layers[-1].weight)  # a trained correction: the planes change logits
+    for planes in (torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0]])):
+        xd = torch.cat([x, planes[..., None, None, None].expand(2, 4, *x.shape[2:])], 1)
+        text = torch.randn(2, 1, 24)
+        # prediction appends the planes per tile (encode); training appends them to the batch: same logits
+        with torch.no_grad():
+            torch.testing.assert_close(net.decode(net.encode(x, planes), text, x)[0], net(xd, text)[0])
+    with torch.no_grad():
+        a, b = (net.decode(net.encode(x, p), text, x)[0] for p in (torch.zeros(1, 4), torch.ones(1, 4)))
+    assert not torch.equal(a, b)
+    net.zero_output_heads()
     for planes in (torch.zeros(2, 4), torch.tensor([[1.0, 0, 0, 1], [0, 1, 1, 0]])):
         xd = torch.cat([x, planes[..., None, None, None].expand(2, 4, *x.shape[2:])], 1)
         assert torch.equal(net(xd, torch.randn(2, 1, 24))[0].argmax(1), labels)

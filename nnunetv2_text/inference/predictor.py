@@ -102,6 +102,7 @@ class TextPredictor(nnUNetPredictor):
         self.text_entry: Optional[dict] = None
         self.model_folder: Optional[Path] = None
         self._text: Optional[torch.Tensor] = None
+        self._directions: Optional[torch.Tensor] = None  # a refiner's instruction directions, see set_prompts
         self._centred_terms: Optional[torch.Tensor] = None
         self._centred_foreign: Optional[torch.Tensor] = None
         self._foreign: List[str] = []
@@ -320,9 +321,16 @@ class TextPredictor(nnUNetPredictor):
             out[i] = term_emb[terms.index(t)]
         return out
 
-    def set_prompts(self, embeddings: Union[np.ndarray, torch.Tensor]) -> None:
-        """Embeddings (N, dim) of the prompts of the next case(s)."""
+    def set_prompts(self, embeddings: Union[np.ndarray, torch.Tensor],
+                    directions: Optional[np.ndarray] = None) -> None:
+        """Embeddings (N, dim) of the prompts of the next case(s); a refiner with ``direction_channels`` also
+        takes its instruction's directions (1, 2 (K-1), ``text.instructions.instruction_directions``), which
+        each tile gets as constant input planes."""
+        if self.network_config.direction_channels and directions is None:
+            raise ValueError("this refiner reads its instruction's directions: pass directions= to set_prompts "
+                             "(text.instructions.instruction_directions)")
         self._text = torch.as_tensor(embeddings, dtype=torch.float32)
+        self._directions = None if directions is None else torch.as_tensor(directions, dtype=torch.float32)
         self.label_manager = _PromptHeads(self._text.shape[0] * self.network_config.outputs_per_prompt)
 
     @property
@@ -428,22 +436,24 @@ class TextPredictor(nnUNetPredictor):
     def _internal_maybe_mirror_and_predict(self, x: torch.Tensor) -> torch.Tensor:
         if self._text is None:
             raise RuntimeError("set_prompts() must be called before predicting")
-        prediction = self._decode_all(self.network.encode(x), x)
+        prediction = self._decode_all(self.network.encode(x, self._directions), x)
         axes = self.allowed_mirroring_axes if self.use_mirroring else None
         if axes:
             combos = [c for k in range(len(axes)) for c in itertools.combinations([a + 2 for a in axes], k + 1)]
             for c in combos:
                 flipped = torch.flip(x, c)
-                prediction += torch.flip(self._decode_all(self.network.encode(flipped), flipped), c)
+                prediction += torch.flip(self._decode_all(self.network.encode(flipped, self._directions), flipped), c)
             prediction /= len(combos) + 1
         if self.tile_progress is not None:
             self._tiles[0] += 1
             self.tile_progress(min(self._tiles[0], self._tiles[1]), self._tiles[1])
         return prediction
 
-    def predict_case_logits(self, data: torch.Tensor, embeddings: np.ndarray) -> torch.Tensor:
-        """Preprocessed data (C, *spatial) -> logits (N*K, *spatial) on the CPU."""
-        self.set_prompts(embeddings)
+    def predict_case_logits(self, data: torch.Tensor, embeddings: np.ndarray,
+                            directions: Optional[np.ndarray] = None) -> torch.Tensor:
+        """Preprocessed data (C, *spatial) -> logits (N*K, *spatial) on the CPU (``directions``: see
+        :meth:`set_prompts`)."""
+        self.set_prompts(embeddings, directions)
         self._tiles = [0, 0]
         return self.predict_logits_from_preprocessed_data(data)
 

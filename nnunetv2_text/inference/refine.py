@@ -33,8 +33,8 @@ from scipy import ndimage
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.prompt_file import instruction_steps
 from nnunetv2_text.text.instructions import (EDITS, contiguous_id, contiguous_to_original, edit_directions,
-                                             is_no_change, original_to_contiguous, read_edits,
-                                             with_direction_channels)
+                                             instruction_directions, is_no_change, original_to_contiguous,
+                                             read_edits)
 from nnunetv2_text.utils.io import atomic_path, atomic_write_json
 
 
@@ -165,10 +165,9 @@ class Refiner:
         pre = p.configuration_manager.preprocessor_class(verbose=False)
         d, _, pprops = pre.run_case_npy(data.copy(), None, dict(props), p.plans_manager, p.configuration_manager,
                                         p.dataset_json)
-        x = torch.from_numpy(d).float()
-        if p.network_config.direction_channels:  # after preprocessing: they are flags, not intensities
-            x = with_direction_channels(x[None], [instruction], p.vocabulary, self.num_classes)[0]
-        logits = p.predict_case_logits(x, p.embed_prompts([instruction]))
+        directions = (instruction_directions([instruction], p.vocabulary, self.num_classes)
+                      if p.network_config.direction_channels else None)
+        logits = p.predict_case_logits(torch.from_numpy(d).float(), p.embed_prompts([instruction]), directions)
         lm = p.plans_manager.get_label_manager(p.dataset_json)
         _, probs = convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, p.plans_manager, p.configuration_manager, lm, pprops, return_probabilities=True)

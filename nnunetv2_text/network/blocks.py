@@ -131,6 +131,14 @@ def expand_for_prompts(x: torch.Tensor, num_prompts: int) -> torch.Tensor:
     return x.repeat_interleave(num_prompts, dim=0) if num_prompts > 1 else x
 
 
+def append_constant_channels(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """x (B, C, *spatial) with one constant plane per column of ``values`` (B or 1, E) appended: a refiner's
+    direction channels. Spread per tile, never over a whole case, where E planes of a real scan take GBs."""
+    v = values.to(x.device, x.dtype)
+    v = v.expand(x.shape[0], -1) if v.shape[0] == 1 else v
+    return torch.cat([x, v[(...,) + (None,) * (x.ndim - 2)].expand(*v.shape, *x.shape[2:])], 1)
+
+
 def stage_channels(encoder_channels: Sequence[int]) -> List[int]:
     """Feature channels of the decoder stages, lowest resolution first."""
     return [encoder_channels[-(s + 2)] for s in range(len(encoder_channels) - 1)]

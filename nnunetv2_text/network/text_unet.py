@@ -8,7 +8,7 @@ import torch
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He, init_last_bn_before_add_to_0
 from torch import nn
 
-from nnunetv2_text.network.blocks import PromptDecoder, StageAdapter, stage_channels
+from nnunetv2_text.network.blocks import PromptDecoder, StageAdapter, append_constant_channels, stage_channels
 from nnunetv2_text.network.config import TextNetworkConfig
 from nnunetv2_text.network.decoder import TextFusionDecoder
 from nnunetv2_text.network.voxtell import VoxTellPromptDecoder
@@ -61,7 +61,11 @@ class TextPromptableUNet(nn.Module):
                                          config.outputs_per_prompt, deep_supervision, nonlin_first, final_dot,
                                          light, config.light_channels, config.shared_decoder)
 
-    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+    def encode(self, x: torch.Tensor, directions: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        """The encoder's skips; a refiner with ``direction_channels`` reads its instruction's directions
+        (B or 1, 2 (K-1)) as constant planes after the image's channels, appended here per tile."""
+        if directions is not None:
+            x = append_constant_channels(x, directions)
         return self.encoder(x)
 
     def prompt_queries(self, skips: List[torch.Tensor], text: torch.Tensor) -> torch.Tensor:

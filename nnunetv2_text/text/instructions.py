@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from nnunetv2_text.errors import UserInputError
+from nnunetv2_text.network.blocks import append_constant_channels
 
 #: error types of an instruction record ("none": the shape is unchanged)
 GLOBAL_ERROR_TYPES = ("global_thickening", "global_thinning", "missing")
@@ -140,15 +141,19 @@ def direction_vector(directions: Mapping[int, Set[str]], num_classes: int) -> np
     return v
 
 
+def instruction_directions(instructions: Sequence[str], vocabulary, num_classes: int) -> np.ndarray:
+    """(len(instructions), 2 (K-1)): each instruction's :func:`direction_vector`, the values a refiner with
+    ``direction_channels`` reads as constant input planes. The trainer, its validation and the refiner all
+    read instructions here, so training and prediction read an instruction alike."""
+    return np.stack([direction_vector(edit_directions(t, vocabulary), num_classes) for t in instructions])
+
+
 def with_direction_channels(data: torch.Tensor, instructions: Sequence[str], vocabulary,
                             num_classes: int) -> torch.Tensor:
-    """``data`` (B, C, *spatial) with each instruction's direction channels appended, spread over the image:
-    the input of a refiner with ``direction_channels``. The trainer, its validation and the refiner all
-    append them here, so training and prediction read an instruction alike."""
-    rows = np.stack([direction_vector(edit_directions(t, vocabulary), num_classes) for t in instructions])
-    planes = torch.from_numpy(rows).to(data.device, data.dtype)
-    spatial = data.shape[2:]
-    return torch.cat([data, planes[(...,) + (None,) * len(spatial)].expand(*planes.shape, *spatial)], 1)
+    """A training batch ``data`` (B, C, *patch) with each sample's direction planes appended (prediction
+    appends them per tile instead: ``TextPromptableUNet.encode``)."""
+    return append_constant_channels(data, torch.from_numpy(instruction_directions(instructions, vocabulary,
+                                                                                   num_classes)))
 
 
 def contiguous_to_original(dataset_json: dict) -> Dict[int, int]:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from nnunetv2_text.evaluation.metrics import dice
 from nnunetv2_text.inference.export import logits_to_masks
 from nnunetv2_text.inference.predictor import TextPredictor
-from nnunetv2_text.text.instructions import join_instructions, with_direction_channels
+from nnunetv2_text.text.instructions import instruction_directions, join_instructions
 from nnunetv2_text.utils.io import atomic_write_json
 
 
@@ -137,10 +137,9 @@ def validate_refinement(trainer) -> dict:
         errors = [e for e in trainer.instructions[key] if e["type"] != "none"]
         text = join_instructions(errors, "short") if errors else trainer.instructions[key][0]["short"]
         emb = trainer.text.embeddings[[index[text]]]
-        data = torch.from_numpy(np.asarray(data)).float()
-        if trainer.text_config.direction_channels:
-            data = with_direction_channels(data[None], [text], trainer.text.vocabulary, n_classes)[0]
-        logits = predictor.predict_case_logits(data, emb)
+        directions = (instruction_directions([text], trainer.text.vocabulary, n_classes)
+                      if trainer.text_config.direction_channels else None)
+        logits = predictor.predict_case_logits(torch.from_numpy(np.asarray(data)).float(), emb, directions)
         pred, ref = logits.argmax(0).numpy(), np.asarray(seg)[0]
         # classes in either mask, as evaluation/cowtalk.py scores them (a class in neither is not scored)
         per_case[key] = {str(c): dice(pred == c, ref == c) for c in range(1, n_classes)
