@@ -29,7 +29,7 @@ import SimpleITK as sitk
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_name, sync, write_section  # noqa: E402
+from common import device_name, git_commit, sync, write_section  # noqa: E402
 
 from nnunetv2_text.interop.voxtell import VOXTELL_ARCH, VOXTELL_REQUIRES_IMPORT, import_voxtell  # noqa: E402
 
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
     key = "voxtell-decoding" + ("-" + device.type if device.type != "cpu" else "")  # CPU and GPU sections coexist
     lines = [f"<!-- {key} -->",
              f"## VoxTell's prompt loop against batched decoding ({datetime.date.today().isoformat()}, "
-             f"{device_name(device)})", "",
+             f"{device_name(device)})", "", f"Commit: {git_commit()}.", "",
              f"Command: `python benchmarks/voxtell_decoding.py --device {args.device} --patch {args.patch} --case "
              f"{' '.join(map(str, args.case))} --reps {args.reps}`. VoxTell's released configuration (ResEnc-L, 2560-dim text, "
              f"2048-dim queries, G = 32, 440M parameters) with random weights, imported with "

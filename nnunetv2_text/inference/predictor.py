@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 #: a chunk of prompts may use at most this multiple of the peak memory of decoding one prompt (VoxTell's
 #: own loop decodes one at a time; issue #25 bounds the batched decoder by it)
 CHUNK_MEMORY_FACTOR = 1.5
-#: chunk sizes stop growing once one decodes a prompt this many times slower than the best so far
-CHUNK_STOP = 1.25
 #: a larger chunk is chosen only if it decodes a prompt more than this fraction faster than a smaller one
 CHUNK_TIE = 0.05
 
@@ -346,10 +344,13 @@ class TextPredictor(nnUNetPredictor):
         per prompt in one batch than in a loop, a small decoder several times faster (docs/PERFORMANCE.md);
         on a GPU a batch is faster until memory runs out. So the size is measured, not fixed. A chunk may not
         use more than ``CHUNK_MEMORY_FACTOR`` times the peak memory of decoding one prompt (measured on
-        CUDA); sizes stop growing there, at the tile's prompt count, or once a size is ``CHUNK_STOP`` times
-        slower per prompt than the best. Measurements carry over to the next tile until that happens; then
-        the best size is kept for good. The first prompt is decoded alone and not timed: the first call pays
-        for kernel selection and allocator growth.
+        CUDA); sizes stop growing there, at the tile's prompt count, or at the first size that would not be
+        chosen (not ``CHUNK_TIE`` faster per prompt than a smaller one): measuring a size that loses costs
+        its prompts, and the sizes past the first loser lose too. Measurements carry over to the next tile
+        until that happens; then the best size is kept for good. The first prompt is decoded alone and not
+        timed: the first call pays for kernel selection and allocator growth. The next two are timed alone
+        and the faster counts: on a CPU one inflated single-prompt timing made chunks of 2 look faster, and
+        they decoded VoxTell's configuration at 0.78x its loop (10 prompts, docs/results/voxtell_decoding.md).
         """
         device, n = skips[0].device, queries.shape[1]
         cuda = device.type == "cuda"
@@ -370,9 +371,12 @@ class TextPredictor(nnUNetPredictor):
             outs.append(decode(0, 1)[0])
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
-            out, timings[1] = decode(1, 1)
-            outs.append(out)
-            i = 2
+            singles = []
+            for k in range(1, min(n, 3)):  # the faster of two: one slow timing would buy larger chunks
+                out, t = decode(k, 1)
+                outs.append(out)
+                singles.append(t)
+            timings[1], i = min(singles), 1 + len(singles)
             if cuda:
                 peak = torch.cuda.max_memory_allocated(device)
                 self._chunk_cap = max(1, int((CHUNK_MEMORY_FACTOR * peak - base) // max(peak - base, 1)))
@@ -380,7 +384,7 @@ class TextPredictor(nnUNetPredictor):
         size, concluded = 2 * max(timings), False
         while True:
             best = self._preferred_chunk(timings)
-            if size > cap or timings[max(timings)] >= CHUNK_STOP * min(timings.values()):
+            if size > cap or best < max(timings):
                 concluded = True
                 break
             if i + size > n:  # this tile's prompts ran out: the next tile goes on measuring
