@@ -49,7 +49,8 @@ DATASET_ID = 997
 PROMPTS = json.loads((HERE / "atlas_prompts.json").read_text(encoding="utf-8"))
 MODELS = {"text": "text model, every stage per prompt", "plain": "plain nnU-Net, same labels",
           "late": "late fusion (ablation)", "light": "light decoder", "shared": "shared decoder (the default)",
-          "plainAdamW": "plain nnU-Net, AdamW (ablation)"}
+          "plainAdamW": "plain nnU-Net, AdamW (ablation)",
+          "sharedMany": "shared decoder, 32 prompts per sample (ablation)"}
 #: models that answer every label in one multi-class pass (no prompts)
 PLAIN_MODELS = ("plain", "plainAdamW")
 PRESETS = {
@@ -59,19 +60,22 @@ PRESETS = {
             "trainers": {"text": "TextFusionTrainer_atlasCPU", "plain": "nnUNetTrainer_noLRMirror_atlasCPU",
                          "late": "TextFusionTrainer_atlasCPU_lateFusion", "light": "TextFusionTrainer_atlasCPU_light",
                          "shared": "TextFusionTrainer_atlasCPU_shared",
-                         "plainAdamW": "nnUNetTrainer_noLRMirror_atlasCPU_AdamW"}},
+                         "plainAdamW": "nnUNetTrainer_noLRMirror_atlasCPU_AdamW",
+                         "sharedMany": "TextFusionTrainer_atlasCPU_sharedMany"}},
     # checks the whole pipeline in a few minutes; its figures mean nothing
     "smoke": {"spacing": 8.0, "subjects": 5, "test": 1, "small": True,
               "trainers": {"text": "TextFusionTrainer_atlasSmoke", "plain": "nnUNetTrainer_noLRMirror_atlasSmoke",
                            "late": "TextFusionTrainer_atlasSmoke_lateFusion",
                            "light": "TextFusionTrainer_atlasSmoke_light",
                            "shared": "TextFusionTrainer_atlasSmoke_shared",
-                           "plainAdamW": "nnUNetTrainer_noLRMirror_atlasSmoke_AdamW"}},
+                           "plainAdamW": "nnUNetTrainer_noLRMirror_atlasSmoke_AdamW",
+                           "sharedMany": "TextFusionTrainer_atlasSmoke_sharedMany"}},
     # the full schedule (1000 x 250 steps) on the ResEncM plans at 2 mm: figures owed until a GPU is lent
     "gpu": {"spacing": 2.0, "subjects": 40, "test": 10, "small": False,
             "trainers": {"text": "TextFusionTrainer_everyStage", "plain": "nnUNetTrainer_noLRMirror",
                          "late": "TextFusionTrainer_lateFusion", "light": "TextFusionTrainer_light",
-                         "shared": "TextFusionTrainer", "plainAdamW": "nnUNetTrainer_noLRMirror_AdamW"}},
+                         "shared": "TextFusionTrainer", "plainAdamW": "nnUNetTrainer_noLRMirror_AdamW",
+                         "sharedMany": "TextFusionTrainer_sharedMany"}},
 }
 
 

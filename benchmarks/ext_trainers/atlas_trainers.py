@@ -54,6 +54,24 @@ class TextFusionTrainer_atlasCPU_shared(TextFusionTrainer_atlasCPU):
     network_overrides = {**TextFusionTrainer_atlasCPU.network_overrides, **TextFusionTrainer_shared.network_overrides}
 
 
+class TextFusionTrainer_atlasCPU_sharedMany(TextFusionTrainer_atlasCPU_shared):
+    """The shared decoder taught 32 present concepts per sample instead of 4 (ablation).
+
+    Plain nnU-Net with the same optimiser learnt the regions (0.685) where the shared decoder did not
+    (0.089): its softmax teaches every label at every step, four prompts teach 4 of ~200 concepts. On the
+    shared decoder a prompt costs a read-out, not a decoder, so a sample can carry many.
+    """
+
+    num_positive_prompts = 32
+
+
+class TextFusionTrainer_sharedMany(TextFusionTrainer):
+    """The GPU preset's counterpart of ``TextFusionTrainer_atlasCPU_sharedMany``: the default (shared)
+    decoder, 32 present concepts per sample."""
+
+    num_positive_prompts = 32
+
+
 class nnUNetTrainer_noLRMirror(nnUNetTrainer):
     """Plain nnU-Net as a user would train it for lateral labels: every mirror axis but left-right, as the
     text model (a left-right mirror would turn Hippocampus_L into a right one under the same label)."""
@@ -123,6 +141,10 @@ class TextFusionTrainer_atlasSmoke_light(TextFusionTrainer_atlasSmoke):
 
 class TextFusionTrainer_atlasSmoke_shared(TextFusionTrainer_atlasSmoke):
     network_overrides = TextFusionTrainer_atlasCPU_shared.network_overrides
+
+
+class TextFusionTrainer_atlasSmoke_sharedMany(TextFusionTrainer_atlasSmoke_shared):
+    num_positive_prompts = TextFusionTrainer_atlasCPU_sharedMany.num_positive_prompts
 
 
 class nnUNetTrainer_noLRMirror_atlasSmoke(nnUNetTrainer_noLRMirror):
