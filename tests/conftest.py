@@ -33,7 +33,8 @@ CASE_A, CASE_B = (f"toy_{TRAIN_CASES + k:03d}" for k in range(2))
 
 
 #: session fixtures that plan, embed or train through the real commands: a test using one is ``slow``
-SLOW_FIXTURES = {"toy_dataset", "trained_model", "predictions", "cowtalk_dataset", "cowtalk_model"}
+SLOW_FIXTURES = {"toy_dataset", "trained_model", "predictions", "cowtalk_dataset", "cowtalk_model",
+                 "every_stage_model"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -98,6 +99,30 @@ def trained_model(toy_dataset, nnunet_env) -> dict:
                    TINY_PLANS, "-device", "cpu"], env)
     folder = Path(nnunet_env["nnUNet_results"]) / toy_dataset["name"] / f"{LEARN_TRAINER}__{TINY_PLANS}__3d_fullres"
     return {"folder": folder, "trainer": LEARN_TRAINER, "plans": TINY_PLANS, "log": res.stdout}
+
+
+@pytest.fixture(scope="session")
+def every_stage_model(trained_model, tmp_path_factory) -> dict:
+    """The trained model's folder with a checkpoint of every decoder stage per prompt (the design before the
+    shared decoder, ``shared_decoder: false``; seeded random weights, the trained text centre): old
+    checkpoints and prompt chunking, which only this design uses, are tested on it."""
+    import shutil
+
+    import torch
+
+    from nnunetv2_text.network import TextNetworkConfig, build_text_network
+
+    folder = tmp_path_factory.mktemp("every_stage") / "model"
+    shutil.copytree(trained_model["folder"], folder)
+    ckpt = torch.load(folder / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    config = TextNetworkConfig.from_dict({**ckpt["text"]["network_config"], "shared_decoder": False})
+    arch = json.loads((folder / "plans.json").read_text())["configurations"]["3d_fullres"]["architecture"]
+    torch.manual_seed(0)
+    weights = build_text_network(arch["arch_kwargs"], arch["_kw_requires_import"], 1, config).state_dict()
+    weights["prompt_decoder.text_center"] = ckpt["network_weights"]["prompt_decoder.text_center"]
+    ckpt["network_weights"], ckpt["text"]["network_config"] = weights, config.to_dict()
+    torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
+    return {"folder": folder, "checkpoint": ckpt}
 
 
 def predict_args(toy_dataset, trained_model, inp, out, prompts, *extra) -> list:

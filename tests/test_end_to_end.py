@@ -125,13 +125,15 @@ def test_predictor_refuses_checkpoint_of_plain_nnunet(tmp_path, trained_model):
         raise AssertionError("a checkpoint without text entry was accepted")
 
 
-def test_prompt_batches_do_not_change_the_result(trained_model, toy_dataset):
-    """Decoding prompts one at a time or all together from one encoder pass gives the same logits."""
+def test_prompt_batches_do_not_change_the_result(every_stage_model, toy_dataset):
+    """Decoding prompts one at a time or all together from one encoder pass gives the same logits (on a decoder
+    run per prompt: the shared decoder never chunks)."""
     image = toy_dataset["raw"] / "imagesTs" / f"{CASE_B}_0000.nii.gz"
     prompts = ["ball", "rod", "cube", "all shapes"]
-    one = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=1)
-    many = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu", prompt_batch_size=16)
-    auto = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")  # chunk measured on the first tile
+    folder = every_stage_model["folder"]
+    one = TextSegmenter(folder, folds=(0,), device="cpu", prompt_batch_size=1)
+    many = TextSegmenter(folder, folds=(0,), device="cpu", prompt_batch_size=16)
+    auto = TextSegmenter(folder, folds=(0,), device="cpu")  # chunk measured on the first tile
     a = one.predict(image, prompts, return_probabilities=True)
     b = many.predict(image, prompts, return_probabilities=True)
     c = auto.predict(image, prompts, return_probabilities=True)
@@ -141,15 +143,15 @@ def test_prompt_batches_do_not_change_the_result(trained_model, toy_dataset):
     assert 1 in auto.predictor.chunk_timings
 
 
-def test_the_chunk_size_is_the_fastest_measured(trained_model):
+def test_the_chunk_size_is_the_fastest_measured(every_stage_model):
     """While a tile's prompts decode, chunks of 1, 2, 4, ... prompts are timed; the rest decode with the
-    fastest per prompt (the smaller on a tie), the choice is kept once the sizes are explored, and the logits
-    are those of one batch."""
+    fastest per prompt (the smaller on a tie), sizes stop growing at the first that loses, the choice is kept
+    once concluded, and the logits are those of one batch."""
     import torch
 
     from nnunetv2_text.inference.predictor import CHUNK_TIE
 
-    seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
+    seg = TextSegmenter(every_stage_model["folder"], folds=(0,), device="cpu")
     p = seg.predictor
     torch.manual_seed(0)
     x = torch.randn(1, 1, *p.configuration_manager.patch_size)
@@ -162,7 +164,28 @@ def test_the_chunk_size_is_the_fastest_measured(trained_model):
     times, best, tie = p.chunk_timings, p.chunk_choice, 1 + CHUNK_TIE
     assert set(times) <= {1, 2, 4, 8, 16, 32} and times[best] <= tie * min(times.values()), times
     assert all(times[k] > tie * min(times.values()) for k in times if k < best), times  # ties go to the smaller
-    assert p.prompt_batch_size in (0, p.chunk_choice)  # kept for good once every size up to 32 was tried
+    assert max(times) <= 2 * best, times  # no size measured past the first that would not be chosen
+    assert p.prompt_batch_size in (0, p.chunk_choice)  # kept for good once concluded
+
+
+def test_the_shared_decoder_decodes_every_prompt_in_one_call(trained_model):
+    """The default decoder runs its stages once per tile whatever the prompts: chunks would run them again,
+    so all prompts are read out in one call and nothing is timed (issue #25)."""
+    import torch
+
+    seg = TextSegmenter(trained_model["folder"], folds=(0,), device="cpu")
+    p = seg.predictor
+    assert p.network_config.shared_decoder
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, *p.configuration_manager.patch_size)
+    p.set_prompts(torch.randn(40, p.network_config.text_dim))
+    calls = []
+    decode = p.network.decode
+    p.network.decode = lambda *a, **k: calls.append(1) or decode(*a, **k)
+    with torch.inference_mode():
+        out = p._decode_all(p.network.encode(x), x)
+    assert len(calls) == 1 and out.shape[1] == 40 * p.network_config.outputs_per_prompt
+    assert p.chunk_timings == {} and p.prompt_batch_size == 0
 
 
 def test_training_case_without_foreground_is_named(toy_dataset, tmp_path):

@@ -102,7 +102,7 @@ def test_save_combined_with_instructions_is_refused_before_anything_is_written(t
     assert res.returncode == 2 and "--save_combined" in res.stderr and not out.exists()
 
 
-def test_a_checkpoint_keeps_the_decoder_it_was_trained_with(trained_model, toy_dataset, tmp_path):
+def test_a_checkpoint_keeps_the_decoder_it_was_trained_with(trained_model, every_stage_model, toy_dataset, tmp_path):
     """The default decoder for new trainings changed (issue #25): the demo, trained like every new model, stores
     the shared decoder. A checkpoint of today's design keeps it, whether its config names ``shared_decoder:
     false`` or was written before the key existed: both build every stage per prompt from the same weights and
@@ -112,26 +112,16 @@ def test_a_checkpoint_keeps_the_decoder_it_was_trained_with(trained_model, toy_d
     import torch
 
     from nnunetv2_text.inference.api import TextSegmenter
-    from nnunetv2_text.network import TextNetworkConfig, build_text_network
 
-    ckpt = torch.load(trained_model["folder"] / "fold_0" / "checkpoint_final.pth", map_location="cpu",
-                      weights_only=False)
-    saved = ckpt["text"]["network_config"]
+    saved = torch.load(trained_model["folder"] / "fold_0" / "checkpoint_final.pth", map_location="cpu",
+                       weights_only=False)["text"]["network_config"]
     assert saved["shared_decoder"] is True
-    every = TextNetworkConfig.from_dict({**saved, "shared_decoder": False})
-    plans = json.loads((trained_model["folder"] / "plans.json").read_text())
-    arch = plans["configurations"]["3d_fullres"]["architecture"]
-    torch.manual_seed(0)
-    net = build_text_network(arch["arch_kwargs"], arch["_kw_requires_import"], 1, every)
-    weights = net.state_dict()
-    weights["prompt_decoder.text_center"] = ckpt["network_weights"]["prompt_decoder.text_center"]
-    folders = {}
-    for name, config in (("explicit", every.to_dict()),
-                         ("before_the_key", {k: v for k, v in every.to_dict().items() if k != "shared_decoder"})):
-        folder = folders[name] = tmp_path / name
-        shutil.copytree(trained_model["folder"], folder)
-        ckpt["network_weights"], ckpt["text"]["network_config"] = weights, config
-        torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
+    ckpt = every_stage_model["checkpoint"]
+    folders = {"explicit": every_stage_model["folder"], "before_the_key": tmp_path / "before_the_key"}
+    shutil.copytree(folders["explicit"], folders["before_the_key"])
+    ckpt = {**ckpt, "text": {**ckpt["text"], "network_config": {
+        k: v for k, v in ckpt["text"]["network_config"].items() if k != "shared_decoder"}}}
+    torch.save(ckpt, folders["before_the_key"] / "fold_0" / "checkpoint_final.pth")
     image = sorted((toy_dataset["raw"] / "imagesTs").glob("*_0000.nii.gz"))[0]
     prompts = ["ball", "rod", "cube"]
     answers = {}

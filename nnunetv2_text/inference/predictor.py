@@ -250,8 +250,8 @@ class TextPredictor(nnUNetPredictor):
         x = center(torch.as_tensor(embeddings))
         sims = x @ self._centred_terms.T
         # the nearest term among the concepts the prompt's side words allow (text/sides.py: why)
-        side_of = vocabulary_sides(self.vocabulary)
-        rows = torch.tensor([side_consistent_term(p, row.tolist(), terms, self.vocabulary, side_of)
+        side_of, concept_of = vocabulary_sides(self.vocabulary), [self.vocabulary.lookup(t) for t in terms]
+        rows = torch.tensor([side_consistent_term(p, row.tolist(), terms, self.vocabulary, side_of, concept_of)
                              for p, row in zip(prompts, sims)], dtype=torch.long)
         best = sims.gather(1, rows[:, None])[:, 0]
         if self._centred_foreign is not None:
@@ -416,6 +416,10 @@ class TextPredictor(nnUNetPredictor):
     def _decode_all(self, skips: List[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         # every prompt's query once per tile (prompts never attend to each other); chunks decode queries
         queries = self.network.prompt_queries(skips, self._text.to(skips[0].device))
+        if self.network_config.shared_decoder:
+            # its stages run once per tile whatever the prompts, a prompt adds a read-out as large as its
+            # logits: chunks would only run the stages again
+            return self.network.decode(skips, None, x, queries=queries)
         if self.prompt_batch_size <= 0 and queries.shape[1] > 1:
             return torch.cat(self._calibrate_chunk(skips, queries, x), 1)
         return self._decode_chunks(skips, queries, x)
