@@ -92,3 +92,10 @@ class CoWTalkRefineTrainer_cpuVerb(CoWTalkRefineTrainer_cpu):
 
     p_inverse = 0.5
     learning_rate = 3e-3
+
+
+class CoWTalkRefineTrainer_cpuLong(CoWTalkRefineTrainer_cpu):
+    """1440 steps instead of 600 (issue #26): whether a longer schedule closes the right / contrary gap and
+    stops the network lowering the input's Dice (benchmarks/cowtalk_refinement.py --trainer)."""
+
+    epochs = 36
