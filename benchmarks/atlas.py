@@ -50,7 +50,8 @@ PROMPTS = json.loads((HERE / "atlas_prompts.json").read_text(encoding="utf-8"))
 MODELS = {"text": "text model, every stage per prompt", "plain": "plain nnU-Net, same labels",
           "late": "late fusion (ablation)", "light": "light decoder", "shared": "shared decoder (the default)",
           "plainAdamW": "plain nnU-Net, AdamW (ablation)",
-          "sharedMany": "shared decoder, 32 prompts per sample (ablation)"}
+          "sharedMany": "shared decoder, 32 prompts per sample (ablation)",
+          "sharedAll": "shared decoder, every concept per sample (ablation)"}
 #: models that answer every label in one multi-class pass (no prompts)
 PLAIN_MODELS = ("plain", "plainAdamW")
 PRESETS = {
@@ -61,7 +62,8 @@ PRESETS = {
                          "late": "TextFusionTrainer_atlasCPU_lateFusion", "light": "TextFusionTrainer_atlasCPU_light",
                          "shared": "TextFusionTrainer_atlasCPU_shared",
                          "plainAdamW": "nnUNetTrainer_noLRMirror_atlasCPU_AdamW",
-                         "sharedMany": "TextFusionTrainer_atlasCPU_sharedMany"}},
+                         "sharedMany": "TextFusionTrainer_atlasCPU_sharedMany",
+                         "sharedAll": "TextFusionTrainer_atlasCPU_sharedAll"}},
     # checks the whole pipeline in a few minutes; its figures mean nothing
     "smoke": {"spacing": 8.0, "subjects": 5, "test": 1, "small": True,
               "trainers": {"text": "TextFusionTrainer_atlasSmoke", "plain": "nnUNetTrainer_noLRMirror_atlasSmoke",
@@ -69,7 +71,8 @@ PRESETS = {
                            "light": "TextFusionTrainer_atlasSmoke_light",
                            "shared": "TextFusionTrainer_atlasSmoke_shared",
                            "plainAdamW": "nnUNetTrainer_noLRMirror_atlasSmoke_AdamW",
-                           "sharedMany": "TextFusionTrainer_atlasSmoke_sharedMany"}},
+                           "sharedMany": "TextFusionTrainer_atlasSmoke_sharedMany",
+                           "sharedAll": "TextFusionTrainer_atlasSmoke_sharedAll"}},
     # the full schedule (1000 x 250 steps) on the ResEncM plans at 2 mm: figures owed until a GPU is lent
     "gpu": {"spacing": 2.0, "subjects": 40, "test": 10, "small": False,
             "trainers": {"text": "TextFusionTrainer_everyStage", "plain": "nnUNetTrainer_noLRMirror",
@@ -349,11 +352,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--preset", choices=tuple(PRESETS), default="cpu")
     p.add_argument("--workdir", required=True)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS),
-                   help="models to train now (trained ones are reused); the report covers every trained one")
+    p.add_argument("--models", nargs="+", choices=tuple(MODELS), default=None,
+                   help="models to train now (trained ones are reused; default: every model of the preset); the "
+                        "report covers every trained one")
     p.add_argument("--no_timing", action="store_true", help="skip the whole-case timing")
     p.add_argument("--out", default=str(HERE.parent / "docs" / "results" / "atlas.md"))
     args = p.parse_args(argv)
+    trainers = PRESETS[args.preset]["trainers"]
+    missing = [m for m in args.models or () if m not in trainers]
+    if missing:
+        p.error(f"preset {args.preset} has no trainer for {', '.join(missing)}")
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     env, log = benchmark_env(work), work / "atlas.log"
@@ -365,8 +373,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ctx = {"work": work, "env": env, "log": log, "raw": raw, "plans": plans, "device": args.device,
            "preset": args.preset, "prompt_file": prompt_file,
            "prep": ", ".join(f"{k} {v}" for k, v in prep["options"].items()) + f", prepared {prep['date']}"}
-    trainers = PRESETS[args.preset]["trainers"]
-    for name in args.models:
+    for name in args.models or list(trainers):
         train_and_predict(name, trainers[name], ctx)
     done = [k for k in MODELS if (work / f"model_{k}.json").is_file()]
     results = {k: {**json.loads((work / f"model_{k}.json").read_text()),
