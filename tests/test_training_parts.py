@@ -59,10 +59,16 @@ def test_main_term_about_a_quarter_of_the_time():
     assert len(set(picks)) == 6  # the main term and all five synonyms are used
 
 
-def test_too_small_vocabulary_is_refused():
-    v = parse_vocabulary({"concepts": [{"id": "a", "main": "a", "labels": [1], "synonyms": SYN}]}, "v")
-    with pytest.raises(ValueError, match="fewer than the 3 prompts"):
-        PromptSampler(v, v.all_terms()).sample(seg_with([1])[None])
+def test_a_vocabulary_smaller_than_the_prompts_per_sample_prompts_every_concept_once():
+    """Many prompts per sample (the shared decoder's, issue #23) on a vocabulary with fewer concepts: each
+    concept once, present ones as positives, whatever the patch shows."""
+    v = parse_vocabulary({"concepts": [{"id": k, "main": k, "labels": [i + 1], "synonyms": [f"{k} {s}" for s in SYN]}
+                                       for i, k in enumerate("abc")]}, "v")
+    sampler = PromptSampler(v, v.all_terms(), num_positive=32, num_negative=1, seed=0)
+    batch = sampler.sample(torch.stack([seg_with([1]), seg_with([1, 3])]))
+    for concepts, positive, present in zip(batch.concept_ids.tolist(), batch.positive.tolist(), ({0}, {0, 2})):
+        assert sorted(concepts) == [0, 1, 2]
+        assert {c for c, p in zip(concepts, positive) if p} == present
 
 
 IDENTITY = (1, 0, 0, 0, 1, 0, 0, 0, 1)

@@ -4,7 +4,8 @@ For each sample of a batch: ``num_positive`` concepts present in the sampled pat
 absent ones (their target is empty: the model must learn to say "not here"). Each prompt uses the main
 term with probability ``main_term_probability`` and a random synonym otherwise (VoxTell: 25 % / 75 %).
 When a patch has too few present (or absent) concepts the remaining slots take the other kind, so
-every sample gets at least ``num_prompts`` prompts, and all samples of a batch get as many.
+every sample gets ``num_prompts`` prompts, or every concept of a smaller vocabulary, and all samples of a
+batch get as many.
 
 With ``foreign_probability`` a sample gets a foreign prompt: one that names nothing the dataset labels
 (see :mod:`nnunetv2_text.text.foreign`), with an empty target, so the model learns that an unknown prompt
@@ -104,15 +105,14 @@ class PromptSampler:
         allowed = range(len(self.concept_labels)) if annotated is None else sorted(annotated)
         pos = [i for i in self.present_concepts(labels_present) if i in set(allowed)]
         neg = [i for i in allowed if i not in set(pos)]
+        # a vocabulary with fewer concepts than prompts per sample prompts every concept, once
+        want = self.num_prompts if annotated is not None else min(self.num_prompts, len(self.concept_labels))
         n_pos = min(self.num_positive, len(pos))
-        n_neg = min(self.num_negative + self.num_positive - n_pos, len(neg))
-        n_pos = min(self.num_prompts - n_neg, len(pos))
+        n_neg = min(want - n_pos, len(neg))
+        n_pos = min(want - n_neg, len(pos))
         chosen = self._pick(pos, n_pos) + self._pick(neg, n_neg)
         positive = [True] * n_pos + [False] * n_neg
-        if len(chosen) < self.num_prompts:
-            if annotated is None:
-                raise ValueError(f"the vocabulary has {len(self.concept_labels)} concepts, fewer than the "
-                                 f"{self.num_prompts} prompts per sample")
+        if len(chosen) < self.num_prompts and annotated is not None:
             if not chosen and not self.foreign_ids:
                 raise ValueError("a case's source annotates no concept of the vocabulary")
             if not chosen:
