@@ -141,6 +141,31 @@ def test_iterative_refinement_keeps_every_step(cowtalk_model, nnunet_env, tmp_pa
         assert values <= set(range(13)) | {15}, values  # exported in TopCoW ids (13 -> 15)
 
 
+def test_a_refiner_that_corrects_nothing_returns_its_input_through_resampling(cowtalk_model):
+    """The network's output is the shape prior plus a correction; only the correction goes back to the input's
+    geometry. With the correction heads at zero, a case stored at another spacing than the plans' comes back
+    voxel for voxel (resampling the whole output moved 35-116 voxels of a phantom case's thin vessels)."""
+    from nnunetv2_text.inference.predictor import TextPredictor
+    from nnunetv2_text.inference.refine import Refiner
+
+    p = TextPredictor(device=torch.device("cpu"), perform_everything_on_device=False, allow_tqdm=False)
+    p.initialize_from_trained_model_folder(str(cowtalk_model["folder"]), (0,), "checkpoint_final.pth")
+    p.network.zero_output_heads()
+    p.list_of_parameters = [p.network.state_dict()]  # the predictor loads these before each case
+    refiner = Refiner(p, "all")
+    raw = cowtalk_model["raw"]
+    spacing = p.configuration_manager.spacing
+    moved = 0
+    for case in sorted(f.name[:-12] for f in (raw / "imagesTr").glob("*_0000.nii.gz"))[:2]:
+        files = sorted(str(f) for f in (raw / "imagesTr").glob(f"{case}_*.nii.gz"))
+        data, props = p.plans_manager.image_reader_writer_class().read_images(files)
+        stored = [props["spacing"][i] for i in p.plans_manager.transpose_forward]
+        moved += not np.allclose(stored, spacing)
+        outs, _, given = refiner.refine(files, ["Make the left MCA thinner."])
+        assert given.any() and np.array_equal(outs[0][0], given), case
+    assert moved, "no case is resampled: the test shows nothing"
+
+
 def _case_copy(raw: Path, tmp_path: Path, name: str = "in"):
     """A copy of the first training case's channel files, and that case's id."""
     case = sorted(p.name[:-12] for p in (raw / "imagesTr").glob("*_0000.nii.gz"))[0]
