@@ -149,6 +149,28 @@ def test_new_trainings_get_the_shared_decoder_unless_a_variant_names_another_des
     assert TextNetworkConfig.from_dict(old) == every
 
 
+def test_prompts_per_sample_follow_the_decoder():
+    """A prompt costs a read-out on the shared decoder and a whole decoder elsewhere: the default trainers
+    prompt ``SHARED_DECODER_PROMPTS`` present concepts per sample on the first, 2 on the others; a variant's
+    own count wins."""
+    from nnunetv2_text.network import TextNetworkConfig
+    from nnunetv2_text.training.trainer import TextFusionTrainer
+    from nnunetv2_text.training.variants import (TextFusionTrainer_demo, TextFusionTrainer_everyStage,
+                                                 TextFusionTrainer_light)
+    from nnunetv2_text.training.voxtell import TextFusionTrainer_VoxTell
+
+    def prompts(cls) -> int:
+        trainer = cls.__new__(cls)
+        trainer.text_config = TextNetworkConfig(text_dim=384, **trainer.network_config_overrides())
+        return trainer.positive_prompts()
+
+    assert prompts(TextFusionTrainer) == prompts(TextFusionTrainer_demo) == TextFusionTrainer.SHARED_DECODER_PROMPTS > 2
+    for cls in (TextFusionTrainer_everyStage, TextFusionTrainer_light, TextFusionTrainer_VoxTell):
+        assert prompts(cls) == 2, cls.__name__
+    own = type("TextFusionTrainer_eight", (TextFusionTrainer,), {"num_positive_prompts": 8})
+    assert prompts(own) == 8
+
+
 def test_noDS_freezes_the_unused_heads_before_ddp_wrapping():
     """Built through the trainer's builder hook: without deep supervision every trainable parameter
     gets a gradient from the final output alone (what DDP requires)."""
