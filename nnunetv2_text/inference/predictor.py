@@ -416,7 +416,7 @@ class TextPredictor(nnUNetPredictor):
     def _decode_all(self, skips: List[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         # every prompt's query once per tile (prompts never attend to each other); chunks decode queries
         queries = self.network.prompt_queries(skips, self._text.to(skips[0].device))
-        if self.network_config.shared_decoder:
+        if self.network.config.shared_decoder:
             # its stages run once per tile whatever the prompts, a prompt adds a read-out as large as its
             # logits: chunks would only run the stages again
             return self.network.decode(skips, None, x, queries=queries)

@@ -29,6 +29,7 @@ import cc3d
 import numpy as np
 import torch
 from scipy import ndimage
+from scipy.special import log_softmax
 
 from nnunetv2_text.errors import UserInputError
 from nnunetv2_text.inference.prompt_file import instruction_steps
@@ -160,8 +161,7 @@ class Refiner:
 
     def prior_log_probs(self, seg: np.ndarray) -> np.ndarray:
         """log softmax of the network's shape prior for this label map (zero correction)."""
-        logits = self.prior_logits(seg)
-        return logits - np.log(np.exp(logits).sum(0, keepdims=True))
+        return log_softmax(self.prior_logits(seg), axis=0)
 
     def step(self, data: np.ndarray, props: dict, instruction: str, seg: np.ndarray) -> np.ndarray:
         """One refinement: raw channels (C, *spatial) and their label map ``seg`` -> the network's
@@ -170,8 +170,8 @@ class Refiner:
         The network's output is the shape prior of its (preprocessed) input plus a learned correction. Only
         the correction is taken back to the input's geometry (nnU-Net's export, as softmax of the correction);
         the prior is rebuilt there from ``seg``. Resampling the whole output instead moved the boundaries of
-        thin vessels that no instruction touched: an untrained refiner changed 99-193 voxels of a phantom
-        case (mean class Dice 0.97 against its input)."""
+        thin vessels that no instruction touched: a refiner with zero correction changed 35-116 voxels of a
+        phantom case (mean class Dice 0.977-0.994 against its input)."""
         from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
         p = self.p
@@ -188,9 +188,7 @@ class Refiner:
         lm = p.plans_manager.get_label_manager(p.dataset_json)
         _, correction = convert_predicted_logits_to_segmentation_with_correct_shape(
             logits, p.plans_manager, p.configuration_manager, lm, pprops, return_probabilities=True)
-        out = self.prior_logits(seg) + np.log(np.clip(correction, 1e-6, None))
-        out -= out.max(0, keepdims=True)
-        return out - np.log(np.exp(out).sum(0, keepdims=True))
+        return log_softmax(self.prior_logits(seg) + np.log(np.clip(correction, 1e-6, None)), axis=0)
 
     def feed_back(self, data: np.ndarray, seg: np.ndarray) -> np.ndarray:
         out = data.copy()

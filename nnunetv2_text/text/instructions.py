@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Any, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
 import numpy as np
-import torch
 
 from nnunetv2_text.errors import UserInputError
-from nnunetv2_text.network.blocks import append_constant_channels
 
 #: error types of an instruction record ("none": the shape is unchanged)
 GLOBAL_ERROR_TYPES = ("global_thickening", "global_thinning", "missing")
@@ -146,14 +144,6 @@ def instruction_directions(instructions: Sequence[str], vocabulary, num_classes:
     ``direction_channels`` reads as constant input planes. The trainer, its validation and the refiner all
     read instructions here, so training and prediction read an instruction alike."""
     return np.stack([direction_vector(edit_directions(t, vocabulary), num_classes) for t in instructions])
-
-
-def with_direction_channels(data: torch.Tensor, instructions: Sequence[str], vocabulary,
-                            num_classes: int) -> torch.Tensor:
-    """A training batch ``data`` (B, C, *patch) with each sample's direction planes appended (prediction
-    appends them per tile instead: ``TextPromptableUNet.encode``)."""
-    return append_constant_channels(data, torch.from_numpy(instruction_directions(instructions, vocabulary,
-                                                                                   num_classes)))
 
 
 def contiguous_to_original(dataset_json: dict) -> Dict[int, int]:

@@ -31,8 +31,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn import functional as F
 
 from nnunetv2_text.text.dataset_text import load_dataset_text, text_folder
-from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id, inverted,
-                                             join_instructions, original_to_contiguous, with_direction_channels)
+from nnunetv2_text.network.blocks import append_constant_channels
+from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_texts, contiguous_id,
+                                             instruction_directions, inverted, join_instructions,
+                                             original_to_contiguous)
 from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
 from nnunetv2_text.training.base import TextTrainerBase
 
@@ -141,8 +143,9 @@ class CoWTalkRefineTrainer(TextTrainerBase):
             rows.append(index[text])
             texts.append(text)
         text = self.term_embeddings[torch.tensor(rows, device=self.device)][:, None]  # (B, 1, dim)
-        if self.text_config.direction_channels:
-            data = with_direction_channels(data, texts, self.text.vocabulary, self.label_manager.num_segmentation_heads)
+        if self.text_config.direction_channels:  # per patch here; prediction appends them per tile
+            rows = instruction_directions(texts, self.text.vocabulary, self.label_manager.num_segmentation_heads)
+            data = append_constant_channels(data, torch.from_numpy(rows))
         return data, text, target, None
 
     def perform_actual_validation(self, save_probabilities: bool = False):
