@@ -48,9 +48,9 @@ HERE = Path(__file__).resolve().parent
 DATASET_ID = 997
 PROMPTS = json.loads((HERE / "atlas_prompts.json").read_text(encoding="utf-8"))
 MODELS = {"text": "text model, every stage per prompt", "plain": "plain nnU-Net, same labels",
-          "late": "late fusion (ablation)", "light": "light decoder", "shared": "shared decoder (the default)",
+          "late": "late fusion (ablation)", "light": "light decoder", "shared": "shared decoder",
           "plainAdamW": "plain nnU-Net, AdamW (ablation)",
-          "sharedMany": "shared decoder, 32 prompts per sample (ablation)",
+          "sharedMany": "shared decoder, 32 prompts per sample (the default's count)",
           "sharedAll": "shared decoder, every concept per sample (ablation)"}
 #: whole-case timings per model, of which the median is reported
 TIMING_REPEATS = 5
@@ -79,8 +79,7 @@ PRESETS = {
     "gpu": {"spacing": 2.0, "subjects": 40, "test": 10, "small": False,
             "trainers": {"text": "TextFusionTrainer_everyStage", "plain": "nnUNetTrainer_noLRMirror",
                          "late": "TextFusionTrainer_lateFusion", "light": "TextFusionTrainer_light",
-                         "shared": "TextFusionTrainer", "plainAdamW": "nnUNetTrainer_noLRMirror_AdamW",
-                         "sharedMany": "TextFusionTrainer_sharedMany"}},
+                         "shared": "TextFusionTrainer", "plainAdamW": "nnUNetTrainer_noLRMirror_AdamW"}},
 }
 
 

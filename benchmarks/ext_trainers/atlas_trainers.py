@@ -73,13 +73,6 @@ class TextFusionTrainer_atlasCPU_sharedAll(TextFusionTrainer_atlasCPU_shared):
     num_positive_prompts = 188
 
 
-class TextFusionTrainer_sharedMany(TextFusionTrainer):
-    """The GPU preset's counterpart of ``TextFusionTrainer_atlasCPU_sharedMany``: the default (shared)
-    decoder, 32 present concepts per sample."""
-
-    num_positive_prompts = 32
-
-
 class nnUNetTrainer_noLRMirror(nnUNetTrainer):
     """Plain nnU-Net as a user would train it for lateral labels: every mirror axis but left-right, as the
     text model (a left-right mirror would turn Hippocampus_L into a right one under the same label)."""
@@ -156,7 +149,7 @@ class TextFusionTrainer_atlasSmoke_sharedMany(TextFusionTrainer_atlasSmoke_share
 
 
 class TextFusionTrainer_atlasSmoke_sharedAll(TextFusionTrainer_atlasSmoke_shared):
-    num_positive_prompts = 40  # the smoke preset's 8 mm drops regions: fewer concepts
+    num_positive_prompts = TextFusionTrainer_atlasCPU_sharedAll.num_positive_prompts  # capped at the concepts
 
 
 class nnUNetTrainer_noLRMirror_atlasSmoke(nnUNetTrainer_noLRMirror):
