@@ -50,8 +50,8 @@ PROMPTS = json.loads((HERE / "atlas_prompts.json").read_text(encoding="utf-8"))
 MODELS = {"text": "text model, every stage per prompt", "plain": "plain nnU-Net, same labels",
           "late": "late fusion (ablation)", "light": "light decoder", "shared": "shared decoder",
           "plainAdamW": "plain nnU-Net, AdamW (ablation)",
-          "sharedMany": "shared decoder, 32 prompts per sample (the default's count)",
-          "sharedAll": "shared decoder, every concept per sample (ablation)"}
+          "sharedMany": "shared decoder, 32 prompts per sample (ablation)",
+          "sharedAll": "shared decoder, every concept per sample (the default's count)"}
 #: whole-case timings per model, of which the median is reported
 TIMING_REPEATS = 5
 #: models that answer every label in one multi-class pass (no prompts)

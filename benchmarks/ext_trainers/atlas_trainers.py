@@ -55,7 +55,8 @@ class TextFusionTrainer_atlasCPU_shared(TextFusionTrainer_atlasCPU):
 
 
 class TextFusionTrainer_atlasCPU_sharedMany(TextFusionTrainer_atlasCPU_shared):
-    """The shared decoder taught 32 present concepts per sample instead of 4 (ablation).
+    """The shared decoder taught 32 present concepts per sample instead of 4 (ablation; the product's
+    ``TextFusionTrainer_32prompts``).
 
     Plain nnU-Net with the same optimiser learnt the regions (0.685) where the shared decoder did not
     (0.089): its softmax teaches every label at every step, four prompts teach 4 of ~200 concepts. On the
@@ -67,10 +68,10 @@ class TextFusionTrainer_atlasCPU_sharedMany(TextFusionTrainer_atlasCPU_shared):
 
 class TextFusionTrainer_atlasCPU_sharedAll(TextFusionTrainer_atlasCPU_shared):
     """The shared decoder taught every concept per sample (188 present and one absent of the 189): a prompt
-    per label at every step, as plain nnU-Net's softmax (ablation). 32 per sample reached 0.605 against
-    plain's 0.685."""
+    per label at every step, as plain nnU-Net's softmax. The product default's count
+    (``TextFusionTrainer.SHARED_DECODER_PROMPTS``) on the CPU preset."""
 
-    num_positive_prompts = 188
+    num_positive_prompts = TextFusionTrainer.SHARED_DECODER_PROMPTS
 
 
 class nnUNetTrainer_noLRMirror(nnUNetTrainer):

@@ -34,11 +34,16 @@ from nnunetv2_text.training.prompts import ConceptTargets, PromptSampler
 class TextFusionTrainer(TextTrainerBase):
     # --- prompts ------------------------------------------------------------------------------------------
     #: present concepts per sample; None: by decoder, ``SHARED_DECODER_PROMPTS`` on the shared decoder (a
-    #: prompt costs a read-out there) and 2 on a decoder run per prompt (a prompt costs a decoder)
+    #: prompt costs a read-out there; a smaller vocabulary gets each concept once) and 2 on a decoder run per
+    #: prompt (a prompt costs a decoder)
     num_positive_prompts: Optional[int] = None
-    #: the shared decoder's default: 4 per sample left the atlas CPU preset at 0.058 validation pseudo Dice
-    #: after 2400 steps, 32 reached 0.553 (plain nnU-Net 0.639) at 1.1x the step time (docs/DECISIONS.md)
-    SHARED_DECODER_PROMPTS = 32
+    #: the shared decoder's default: every concept of the vocabulary per sample, as plain nnU-Net's softmax
+    #: teaches every label at every step (a prompt costs a read-out there, as a class costs plain nnU-Net a
+    #: channel). On the atlas CPU preset, validation Dice after 2400 steps: 0.090 with 4 per sample, 0.585
+    #: with 32, 0.643 with all 189 (plain nnU-Net with AdamW 0.667), at 2.9x the step time of 32
+    #: (docs/DECISIONS.md). The bound keeps the per-prompt maps of a huge vocabulary (HCPEx's) in memory;
+    #: 192 is the largest count measured, the AAL vocabulary's 189 fit
+    SHARED_DECODER_PROMPTS = 192
     num_negative_prompts: int = 1
     main_term_probability: float = 0.25
     #: chance that a sample gets a foreign prompt: a text that names nothing the dataset labels, with an
