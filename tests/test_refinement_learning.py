@@ -125,17 +125,22 @@ def sentence(error: dict, direction: str, rng: np.random.Generator) -> str:
     return describe_inverse(error, rng)["inverse_short"]
 
 
-def verb_scores(direction_channels: bool) -> dict:
+def verb_scores(direction_channels: bool, edit_voxel_weight: float = 0.0, seed: int = 0) -> dict:
     """Named-vessel Dice of a refiner trained 150 steps on repairs and their inverses (the conversion's own
     sentences, MiniLM embeddings, the trainer's own pair making), answering held-out repairs with the right
     and the contrary instruction; with ``direction_channels`` the network also gets, as CoWTalkRefineTrainer
-    and the refiner give it, the grow/shrink channels the scope's rule reads from each sentence."""
+    and the refiner give it, the grow/shrink channels the scope's rule reads from each sentence; with
+    ``edit_voxel_weight`` the trainer's edit-voxel term is added to the cross-entropy."""
+    from types import SimpleNamespace
+
     from dataset_conversion.cowtalk.convert import contiguous_vocabulary
+    from nnunetv2_text.training.cowtalk import CoWTalkRefineTrainer
+    from nnunetv2_text.training.loss import EditVoxelLoss
     from nnunetv2_text.text.instructions import direction_vector, edit_directions
     from nnunetv2_text.text.vocabulary import parse_vocabulary
 
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     vocab = parse_vocabulary(contiguous_vocabulary())
     test_label = {v: k for k, v in NAMED.items()}  # the sentences' vessel ids -> this test's labels
     encoder, cache = TextEncoder("default"), {}
@@ -156,14 +161,20 @@ def verb_scores(direction_channels: bool) -> dict:
                             direction_channels=direction_channels)
     net = build_text_network(arch(4), REQ, 3, cfg, deep_supervision=False)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    ce = lambda logits, target: torch.nn.functional.cross_entropy(logits, target[:, 0])  # noqa: E731
+    loss = EditVoxelLoss(ce, edit_voxel_weight) if edit_voxel_weight else ce
+    shapes = SimpleNamespace(shape_channel_of={1: 1, 2: 2})
     for _ in range(150):
         x, y, errors = refinement_pairs(rng, 4, ("repair", "inverse"))
+        if edit_voxel_weight:
+            loss.set_edits(CoWTalkRefineTrainer.edit_masks(shapes, x, [y[:, None]],
+                                                           [(b, k) for b, (_, k, _) in enumerate(errors)]))
         x, text = inputs(x, [sentence(e, d, rng) for e, _, d in errors])
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x, text), y).backward()
+        loss(net(x, text), y[:, None]).backward()
         opt.step()
     net.eval()
-    held = np.random.default_rng(1)
+    held = np.random.default_rng(seed + 1)
     x, y, errors = refinement_pairs(held, 16, ("repair",))
     scores = {}
     for name, direction in (("right", "repair"), ("contrary", "inverse")):

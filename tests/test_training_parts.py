@@ -169,6 +169,8 @@ def test_prompts_per_sample_follow_the_decoder():
         assert prompts(cls) == 2, cls.__name__
     own = type("TextFusionTrainer_eight", (TextFusionTrainer,), {"num_positive_prompts": 8})
     assert prompts(own) == 8
+    from nnunetv2_text.training.variants import TextFusionTrainer_32prompts
+    assert prompts(TextFusionTrainer_32prompts) == 32 < prompts(TextFusionTrainer)
 
 
 def test_noDS_freezes_the_unused_heads_before_ddp_wrapping():
@@ -269,3 +271,52 @@ def test_empty_target_loss_teaches_empty_answers_where_soft_dice_cannot():
     assert torch.equal(EmptyTargetLoss(base(), 0.01)(blob[:, :1], full), base()(blob[:, :1], full))
     with pytest.raises(ValueError, match="fraction"):
         EmptyTargetLoss(base(), 5)
+
+
+def test_edit_masks_mark_only_what_the_instruction_asks_to_change():
+    """The voxels where an instructed vessel's input shape and its target differ, at every target scale;
+    another vessel's (uninstructed) difference and another sample are left out."""
+    from types import SimpleNamespace
+
+    from nnunetv2_text.training.cowtalk import CoWTalkRefineTrainer
+
+    target = torch.zeros(2, 1, 8, 8, 8)
+    target[:, 0, 2:6, 2:6, 1:3] = 1   # vessel 1
+    target[:, 0, 2:6, 2:6, 5:7] = 2   # vessel 2
+    data = torch.zeros(2, 3, 8, 8, 8)
+    data[:, 1] = (target[:, 0] == 1).float()
+    data[:, 2] = (target[:, 0] == 2).float()
+    data[0, 1, 2:6, 2:6, 0] = 1       # sample 0: vessel 1 thickened (instructed)
+    data[0, 2, 2:6, 2:6, 5] = 0       # sample 0: vessel 2 thinned (not instructed)
+    data[1, 1, 2:6, 2:6, 0] = 1       # sample 1: the same error, not instructed
+    half = target[:, :, ::2, ::2, ::2].clone()
+    trainer = SimpleNamespace(shape_channel_of={1: 1, 2: 2})
+    full, low = CoWTalkRefineTrainer.edit_masks(trainer, data, [target, half], [(0, 1)])
+    expected = torch.zeros_like(full)
+    expected[0, 0, 2:6, 2:6, 0] = True
+    assert torch.equal(full, expected)
+    assert low.shape == half.shape and low[0].sum() > 0 and low[1].sum() == 0
+
+
+def test_edit_voxel_loss_adds_cross_entropy_over_the_edit_only_while_edits_are_set():
+    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+
+    from nnunetv2_text.training.loss import EditVoxelLoss
+
+    base = DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False}, {})
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 6, 6, 6)
+    target = torch.randint(0, 3, (2, 1, 6, 6, 6)).float()
+    edit = torch.zeros(2, 1, 6, 6, 6, dtype=torch.bool)
+    edit[1, 0, :2] = True
+    loss = EditVoxelLoss(base, weight=2.0)
+    assert torch.equal(loss(logits, target), base(logits, target))  # nothing set: nnU-Net's loss
+    loss.set_edits([edit])
+    logp = torch.log_softmax(logits, 1).gather(1, target.long())
+    expected = base(logits, target) - 2.0 * logp[edit].mean()
+    assert torch.allclose(loss(logits, target), expected)
+    assert torch.equal(loss(logits[..., :3], target[..., :3]), base(logits[..., :3], target[..., :3]))  # other scale
+    loss.set_edits([])
+    assert torch.equal(loss(logits, target), base(logits, target))
+    with pytest.raises(ValueError, match="positive"):
+        EditVoxelLoss(base, 0)

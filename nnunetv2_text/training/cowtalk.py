@@ -27,6 +27,7 @@ import json
 import numpy as np
 import torch
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn import functional as F
 
@@ -37,6 +38,7 @@ from nnunetv2_text.text.instructions import (INSTRUCTIONS_FILE, all_instruction_
                                              original_to_contiguous)
 from nnunetv2_text.training.channel_transforms import OnlyChannels, is_intensity_transform
 from nnunetv2_text.training.base import TextTrainerBase
+from nnunetv2_text.training.loss import EditVoxelLoss
 
 
 class CoWTalkRefineTrainer(TextTrainerBase):
@@ -54,6 +56,9 @@ class CoWTalkRefineTrainer(TextTrainerBase):
     #: scope uses) as constant input channels; False: the sentence embedding alone, which a CPU-sized refiner
     #: did not follow (issue #26, docs/COWTALK.md)
     direction_channels: bool = True
+    #: weight of a cross-entropy over the voxels the batch's instructions edit (:class:`EditVoxelLoss`),
+    #: added to nnU-Net's Dice + CE; 0: nnU-Net's loss alone
+    edit_voxel_weight: float = 0.0
 
     # ------------------------------------------------------------------ setup
     def load_text(self):
@@ -77,6 +82,19 @@ class CoWTalkRefineTrainer(TextTrainerBase):
                      "shape_prior_logit": float(self.shape_prior_logit)}
         return {**self.network_overrides, "outputs_per_prompt": k, **prior,
                 "direction_channels": self.direction_channels}
+
+    def _build_loss(self):
+        """nnU-Net's loss, its per-scale term wrapped in :class:`EditVoxelLoss` when the edits are weighted."""
+        loss = super()._build_loss()
+        self.edit_loss = None
+        if self.edit_voxel_weight:
+            ds = isinstance(loss, DeepSupervisionWrapper)
+            self.edit_loss = EditVoxelLoss(loss.loss if ds else loss, self.edit_voxel_weight)
+            if ds:
+                loss.loss = self.edit_loss
+            else:
+                loss = self.edit_loss
+        return loss
 
     def get_training_transforms(self, *args, **kwargs):
         """nnU-Net's pipeline with every intensity transform restricted to the image channel."""
@@ -124,7 +142,7 @@ class CoWTalkRefineTrainer(TextTrainerBase):
         shape_ch = sorted(self.shape_channel_of.values())
         data[:, shape_ch] = (data[:, shape_ch] > 0.5).to(data.dtype)
         index = self.text.term_index()
-        rows, texts = [], []
+        rows, texts, edited = [], [], []
         for b, key in enumerate(batch["keys"]):
             kept, errors = [], self.instructions[key]
             for e in errors:
@@ -137,16 +155,33 @@ class CoWTalkRefineTrainer(TextTrainerBase):
                     kept.append(e)
                 elif action == "inverse":
                     kept.append(inverted(e))
+                if action in ("repair", "inverse"):
+                    edited.append((b, e["label"]))
             real = [e for e in kept if e["type"] != "none"]
             kind = "long" if training and np.random.random() < self.p_long_instruction else "short"
             text = join_instructions(real, kind) if real or not kept else kept[0][kind]
             rows.append(index[text])
             texts.append(text)
         text = self.term_embeddings[torch.tensor(rows, device=self.device)][:, None]  # (B, 1, dim)
+        if self.edit_loss is not None:  # validation scores nnU-Net's loss alone
+            self.edit_loss.set_edits(self.edit_masks(data, targets, edited) if training else [])
         if self.text_config.direction_channels:  # per patch here; prediction appends them per tile
             rows = instruction_directions(texts, self.text.vocabulary, self.label_manager.num_segmentation_heads)
             data = append_constant_channels(data, torch.from_numpy(rows))
         return data, text, target, None
+
+    def edit_masks(self, data: torch.Tensor, targets: list, edited: list) -> list:
+        """Per target scale, the (B, 1, ...) voxels where an instructed vessel's input shape and its target
+        differ: what the instruction asks to change (``edited``: (sample, label) of each asked edit)."""
+        masks = []
+        for t in targets:
+            m = torch.zeros_like(t, dtype=torch.bool)
+            for b, label in edited:
+                ch = self.shape_channel_of[label]
+                shown = F.interpolate(data[b:b + 1, ch:ch + 1], size=t.shape[2:], mode="nearest")[0, 0] > 0.5
+                m[b, 0] |= shown != (t[b, 0] == label)
+            masks.append(m)
+        return masks
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         """Refine each validation case with its (short) instruction and report per-class Dice."""

@@ -50,3 +50,34 @@ class EmptyTargetLoss(nn.Module):
         t = self.tolerance * voxels
         term = torch.where(empty, volume / (volume + t), torch.zeros_like(volume)).mean()
         return self.base(logits, target) + self.weight * term
+
+
+class EditVoxelLoss(nn.Module):
+    """nnU-Net's multi-class loss plus cross-entropy averaged over the voxels an instruction edits.
+
+    Why: a refiner's edit is a few dozen voxels of a case (a thickened or shortened vessel), while its
+    Dice + CE is averaged over the whole patch, most of which the input shape already answers. The verb
+    decides only those voxels, so their share of the loss is what teaches the network to read it (issue
+    #26). ``edits`` holds, per target shape (one per deep-supervision scale), the batch's (B, 1, ...) edit
+    mask; the trainer sets it for each training batch and clears it for validation, so an unset mask
+    leaves nnU-Net's loss exactly as it is.
+    """
+
+    def __init__(self, base: nn.Module, weight: float):
+        super().__init__()
+        if weight <= 0:
+            raise ValueError(f"the edit-voxel weight must be positive, got {weight}")
+        self.base, self.weight = base, weight
+        self.edits: dict = {}
+
+    def set_edits(self, masks) -> None:
+        """The batch's edit masks, one (B, 1, ...) bool tensor per scale (an empty list clears them)."""
+        self.edits = {tuple(m.shape[2:]): m for m in masks}
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.base(logits, target)
+        edit = self.edits.get(tuple(target.shape[2:]))
+        if edit is None or not bool(edit.any()):
+            return loss
+        ce = nn.functional.cross_entropy(logits.float(), target[:, 0].long(), reduction="none")
+        return loss + self.weight * ce[edit[:, 0]].mean()
