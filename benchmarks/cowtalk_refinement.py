@@ -18,8 +18,8 @@ Every step is the real command: phantom -> nnUNetv2_text_convert_cowtalk (with a
 nnUNetv2_plan_and_preprocess (ResEncM) -> nnUNetv2_text_embed -> nnUNetv2_train -tr TRAINER ->
 nnUNetv2_text_predict --instructions -> nnUNetv2_text_evaluate --cowtalk.
 
-    python benchmarks/cowtalk_refinement.py --workdir /tmp/cowtalk --trainer CoWTalkRefineTrainer_cpu \
-        --device cpu --subjects 7 --test 3 --variants 8 --small
+    python benchmarks/cowtalk_refinement.py --workdir /tmp/cowtalk --trainer CoWTalkRefineTrainer_cpuLong \
+        --device cpu --subjects 12 --test 3 --variants 8 --small   # the CPU figures of docs/COWTALK.md
     python benchmarks/cowtalk_refinement.py --workdir /tmp/cowtalk --trainer CoWTalkRefineTrainer \
         --device cuda --subjects 10 --test 3 --variants 15        # a GPU, nnU-Net's full schedule
 """
