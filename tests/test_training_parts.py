@@ -69,6 +69,9 @@ def test_a_vocabulary_smaller_than_the_prompts_per_sample_prompts_every_concept_
     for concepts, positive, present in zip(batch.concept_ids.tolist(), batch.positive.tolist(), ({0}, {0, 2})):
         assert sorted(concepts) == [0, 1, 2]
         assert {c for c, p in zip(concepts, positive) if p} == present
+    # a partially labelled case (its source annotates a and b) is padded to the vocabulary's size, not to 33
+    batch = sampler.sample(torch.stack([seg_with([1])]), annotated=[{0, 1}])
+    assert batch.concept_ids.shape[1] == 3 and set(batch.concept_ids[0].tolist()) == {0, 1}
 
 
 IDENTITY = (1, 0, 0, 0, 1, 0, 0, 0, 1)

@@ -105,20 +105,22 @@ class PromptSampler:
         allowed = range(len(self.concept_labels)) if annotated is None else sorted(annotated)
         pos = [i for i in self.present_concepts(labels_present) if i in set(allowed)]
         neg = [i for i in allowed if i not in set(pos)]
-        # a vocabulary with fewer concepts than prompts per sample prompts every concept, once
-        want = self.num_prompts if annotated is not None else min(self.num_prompts, len(self.concept_labels))
+        # a vocabulary with fewer concepts than prompts per sample prompts every concept, once (a partially
+        # labelled case is padded to as many; padding it to the shared decoder's 193 made a merged toy's
+        # step many times slower for repeats of the same few concepts)
+        want = min(self.num_prompts, len(self.concept_labels))
         n_pos = min(self.num_positive, len(pos))
         n_neg = min(want - n_pos, len(neg))
         n_pos = min(want - n_neg, len(pos))
         chosen = self._pick(pos, n_pos) + self._pick(neg, n_neg)
         positive = [True] * n_pos + [False] * n_neg
-        if len(chosen) < self.num_prompts and annotated is not None:
+        if len(chosen) < want and annotated is not None:
             if not chosen and not self.foreign_ids:
                 raise ValueError("a case's source annotates no concept of the vocabulary")
             if not chosen:
                 chosen.append(foreign_concept_id(self.vocabulary))
                 positive.append(False)
-            self._pad(chosen, positive, self.num_prompts)
+            self._pad(chosen, positive, want)
         if self.foreign_probability and self.rng.random() < self.foreign_probability:
             if self.foreign_replaces_present:
                 chosen[-1], positive[-1] = foreign_concept_id(self.vocabulary), False
