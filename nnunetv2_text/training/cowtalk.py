@@ -166,8 +166,8 @@ class CoWTalkRefineTrainer(TextTrainerBase):
         if self.edit_loss is not None:  # validation scores nnU-Net's loss alone
             self.edit_loss.set_edits(self.edit_masks(data, targets, edited) if training else [])
         if self.text_config.direction_channels:  # per patch here; prediction appends them per tile
-            rows = instruction_directions(texts, self.text.vocabulary, self.label_manager.num_segmentation_heads)
-            data = append_constant_channels(data, torch.from_numpy(rows))
+            ways = instruction_directions(texts, self.text.vocabulary, self.label_manager.num_segmentation_heads)
+            data = append_constant_channels(data, torch.from_numpy(ways))
         return data, text, target, None
 
     def edit_masks(self, data: torch.Tensor, targets: list, edited: list) -> list:
